@@ -1,0 +1,45 @@
+# rdnsgate: `make run` starts the main job, `make test` runs the whole suite.
+# Both install what they need: Python deps into .venv, Debian packages with apt-get.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEBIAN_TEST_PACKAGES := knot knot-dnsutils adns-tools swaks
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint typecheck unit bench debian-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Until the gateway exists, the main job is a check of this host's loopback address.
+run: $(STAMP)
+	$(BIN)/rdnsgate check 127.0.0.1 $(ARGS); status=$$?; [ $$status -le 3 ] || exit $$status
+
+debian-deps:
+	@missing=""; for p in $(DEBIAN_TEST_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check rdnsgate tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) debian-deps lint typecheck
+	$(BIN)/pytest -q
+
+bench: $(STAMP) debian-deps
+	$(BIN)/python bench/audit_vs_adns.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

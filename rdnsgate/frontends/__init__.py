@@ -1,0 +1,1 @@
+"""Thin front ends: each turns its protocol into a call of policy.evaluate and back."""

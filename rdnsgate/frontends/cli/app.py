@@ -1,0 +1,178 @@
+"""The ``rdnsgate`` command: check one client, audit address ranges.
+
+Exit status: 0 every check passed, 1 a check failed, 3 a temporary DNS error
+(and nothing failed), 2 bad usage.  Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from rdnsgate import __version__
+from rdnsgate.checks.names import parse_ip
+from rdnsgate.config import CheckSettings, DnsSettings
+from rdnsgate.errors import RdnsgateError, UsageError
+from rdnsgate.frontends.cli import audit as audit_mod
+from rdnsgate.frontends.cli.check_view import render_check
+from rdnsgate.lookups import build_resolver
+from rdnsgate.model import Result
+from rdnsgate.policy.decide import decide
+from rdnsgate.policy.evaluate import Engine
+from rdnsgate.policy.profiles import BUILTIN
+from rdnsgate.policy.serialize import overall, report_dict
+
+app = typer.Typer(
+    name="rdnsgate",
+    help="Keep mail from hosts with broken DNS out, and tell senders exactly what to fix.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT = {Result.PASS: 0, Result.FAIL: 1, Result.TEMPERROR: 3}
+T = TypeVar("T")
+
+NameserverOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--nameserver",
+        "-n",
+        metavar="HOST[:PORT]",
+        help="Resolver to ask (repeatable); default: the system's (resolv.conf).",
+    ),
+]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the first try of each DNS question.", min=0.05)]
+TriesOpt = Annotated[int, typer.Option(help="Tries per DNS question, rotating over the nameservers.", min=1, max=10)]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def fail_usage(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"rdnsgate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """rdnsgate: forward-confirmed reverse DNS, HELO and sender-domain checks for mail."""
+
+
+@app.command()
+def check(
+    ip: Annotated[str, typer.Argument(help="The client IP address (IPv4 or IPv6).")],
+    helo: Annotated[str | None, typer.Option("--helo", help="The HELO/EHLO name the client announces.")] = None,
+    sender: Annotated[
+        str | None, typer.Option("--sender", help="The MAIL FROM address (use '<>' for a bounce).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/check-json.md).")] = False,
+    nameserver: NameserverOpt = None,
+    timeout: TimeoutOpt = 2.0,
+    tries: TriesOpt = 3,
+    max_ptr_names: Annotated[int, typer.Option(help="PTR names examined at most.", min=1, max=100)] = 10,
+) -> None:
+    """Check one client: its chain IP -> PTR -> A/AAAA -> HELO -> sender domain, what each profile
+    would answer, and how to fix what is broken."""
+    try:
+        address = parse_ip(ip)
+    except ValueError:
+        raise fail_usage(f"{ip!r} is not an IP address") from None
+    dns = DnsSettings(nameservers=tuple(nameserver or ()), timeout=timeout, tries=tries)
+
+    async def go() -> dict[str, Any]:
+        resolver = build_resolver(dns)
+        try:
+            engine = Engine(resolver, CheckSettings(max_ptr_names=max_ptr_names))
+            report = await engine.report(address, helo, sender)
+        finally:
+            await resolver.close()
+        decisions = {name: decide(report, profile) for name, profile in BUILTIN.items()}
+        return {"report": report, "decisions": decisions}
+
+    try:
+        result = run(go())
+    except RdnsgateError as exc:
+        raise fail_usage(str(exc)) from None
+    report, decisions = result["report"], result["decisions"]
+    now = datetime.now(UTC)
+    if as_json:
+        sys.stdout.write(json.dumps(report_dict(report, decisions, now), indent=2) + "\n")
+    else:
+        render_check(Console(highlight=False), report, decisions, now)
+    raise typer.Exit(EXIT[overall(report)])
+
+
+@app.command()
+def audit(
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="IP addresses and networks (CIDR), e.g. 192.0.2.0/24.")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="Read 'IP [HELO]' lines from this file ('-' for stdin); '#' starts a comment."
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Addresses checked at once.", min=1, max=10_000)] = 100,
+    output_format: Annotated[
+        audit_mod.Format, typer.Option("--format", help="Output format, one row per address.")
+    ] = audit_mod.Format.CSV,
+    nameserver: NameserverOpt = None,
+    timeout: TimeoutOpt = 2.0,
+    tries: TriesOpt = 3,
+    max_inflight: Annotated[int, typer.Option(help="DNS questions on the wire at once.", min=1, max=5000)] = 100,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).")
+    ] = None,
+) -> None:
+    """Check every address of ranges or a file; stream CSV or JSON lines, then a summary on stderr."""
+    if not targets and file is None:
+        raise fail_usage("give addresses or networks, or --file")
+    try:
+        source = audit_mod.targets_from(targets or [], file)
+    except RdnsgateError as exc:
+        raise fail_usage(str(exc)) from None
+    dns = DnsSettings(
+        nameservers=tuple(nameserver or ()), timeout=timeout, tries=tries, max_inflight=max_inflight, cache_size=10_000
+    )
+    err = Console(stderr=True, highlight=False)
+    show_progress = err.is_terminal if progress is None else progress
+    try:
+        summary = run(audit_mod.run_audit(source, dns, concurrency, output_format, sys.stdout, err, show_progress))
+    except RdnsgateError as exc:
+        raise fail_usage(str(exc)) from None
+    audit_mod.print_summary(err, summary)
+    raise typer.Exit(summary.exit_status())
+
+
+def main() -> None:
+    try:
+        app()
+    except UsageError as exc:  # pragma: no cover - commands map their own errors
+        Console(stderr=True).print(f"error: {exc}")
+        sys.exit(2)

@@ -1,0 +1,97 @@
+"""The terminal view of one check: the chain as a tree, the checks, each profile's answer, the fixes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from rdnsgate.model import Lookup, Report, Result, Status
+from rdnsgate.policy.advice import advise, recheck_after
+from rdnsgate.policy.decide import Decision
+from rdnsgate.policy.serialize import overall
+
+STYLE = {
+    Result.PASS: "green",
+    Result.FAIL: "red",
+    Result.PERMERROR: "red",
+    Result.TEMPERROR: "yellow",
+    Result.NONE: "dim",
+}
+
+
+def _word(result: Result) -> str:
+    return f"[{STYLE[result]}]{result.value}[/]"
+
+
+def _lookup(lookup: Lookup) -> str:
+    via = f" via CNAME {' -> '.join(escape(name) for name in lookup.cnames)}" if lookup.cnames else ""
+    if lookup.status is Status.ANSWER:
+        return f"{lookup.qtype} {escape(', '.join(lookup.records))} (TTL {lookup.ttl}){via}"
+    if lookup.status in (Status.NXDOMAIN, Status.NODATA):
+        ttl = f", negative TTL {lookup.negative_ttl}" if lookup.negative_ttl is not None else ""
+        what = "name does not exist" if lookup.status is Status.NXDOMAIN else f"no {lookup.qtype} record"
+        return f"[red]{what}[/]{ttl}{via}"
+    return f"[yellow]{lookup.status.value}[/] {escape(lookup.detail)}"
+
+
+def chain_tree(report: Report) -> Tree:
+    iprev = report.iprev
+    tree = Tree(f"[bold]{report.ip}[/]  iprev {_word(iprev.result.result)}")
+    ptr = tree.add(f"PTR {escape(iprev.ptr.qname)}: {_lookup(iprev.ptr)}")
+    for item in iprev.names:
+        mark = "[green]confirms[/]" if item.confirms else "[red]does not confirm[/]"
+        ptr.add(f"{escape(item.name)} -> {_lookup(item.lookup)}  {mark}")
+    for name in iprev.invalid_names:
+        ptr.add(f"[red]{escape(name)!r}: not a valid host name (set aside)[/]")
+    if iprev.omitted_names:
+        ptr.add(f"[dim]{len(iprev.omitted_names)} more names not examined[/]")
+    if report.helo_name is not None:
+        helo = tree.add(f"HELO {escape(report.helo_name)!r}  {_word(report.helo.result)}")
+        for lookup in report.helo.lookups:
+            helo.add(_lookup(lookup))
+        helo.add(f"alignment {_word(report.helo_align.result)}: {escape(report.helo_align.detail)}")
+    if report.sender_address is not None or report.sender.reason == "null-sender":
+        sender = tree.add(f"MAIL FROM <{escape(report.sender_address or '')}>  {_word(report.sender.result)}")
+        for lookup in report.sender.lookups:
+            sender.add(f"{escape(lookup.qname)}: {_lookup(lookup)}")
+    return tree
+
+
+def render_check(console: Console, report: Report, decisions: dict[str, Decision], now: datetime) -> None:
+    console.print(chain_tree(report))
+    console.print()
+
+    checks = Table(title="Checks", title_justify="left", show_edge=False)
+    for column in ("check", "result", "reason", "detail"):
+        checks.add_column(column, overflow="fold")
+    for item in report.checks:
+        checks.add_row(item.check.value, _word(item.result), item.reason, escape(item.detail))
+    console.print(checks)
+    console.print()
+
+    answers = Table(title="What each profile would answer", title_justify="left", show_edge=False)
+    for column in ("profile", "action", "when", "reply"):
+        answers.add_column(column, overflow="fold")
+    for name, decision in decisions.items():
+        reply = escape(str(decision.reply)) if decision.reply else "-"
+        if decision.close:
+            reply += " [dim](then closes)[/]"
+        when = decision.stage.value.upper() if decision.stage else "-"
+        answers.add_row(name, decision.action.value, when, reply)
+    console.print(answers)
+
+    steps = advise(report, now)
+    if steps:
+        console.print()
+        console.print("[bold]How to fix[/]")
+        for number, step in enumerate(steps, 1):
+            console.print(f" {number}. [{step.check.value}] {escape(step.text)}")
+    wait = recheck_after(report)
+    if wait is not None:
+        at = (now + timedelta(seconds=wait)).strftime("%H:%M UTC")
+        console.print(f"\nRe-check after {at}: resolvers may keep negative answers up to {wait} s.")
+    console.print(f"\nverdict: {_word(overall(report))}")

@@ -1,0 +1,267 @@
+"""Sending DNS queries: UDP with retries, TCP when the reply is truncated.
+
+`DnsClient.query` sends one question to the configured nameservers and
+returns the decoded `Reply`, or a `Failure` saying why there is none.  It
+never raises for a DNS outcome.
+
+- Replies are matched to their query by ID, question name and type, and
+  source; anything else (wrong ID, garbage, a late duplicate) is dropped.
+- At most `max_inflight` queries are on the wire at once (a burst much above
+  ~100 overflows a loopback UDP socket buffer on a small machine).
+- Each try waits `timeout` seconds, growing by half each retry, with ±10%
+  jitter; tries rotate over the nameservers.  SERVFAIL and REFUSED move on to
+  the next nameserver when there is one.
+- A truncated UDP reply is asked again over TCP (RFC 7766).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from dataclasses import dataclass, field
+from typing import cast
+
+from rdnsgate.lookups.wire import (
+    RCODE_NOERROR,
+    RCODE_NXDOMAIN,
+    RCODE_REFUSED,
+    RCODE_SERVFAIL,
+    Reply,
+    WireError,
+    decode_reply,
+    encode_query,
+    peek_question,
+)
+from rdnsgate.model import Status
+
+log = logging.getLogger(__name__)
+
+_rng = random.SystemRandom()
+
+
+@dataclass(frozen=True, slots=True)
+class Nameserver:
+    host: str
+    port: int = 53
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    status: Status
+    detail: str
+
+
+@dataclass
+class ClientStats:
+    sent_udp: int = 0
+    sent_tcp: int = 0
+    timeouts: int = 0
+    dropped: int = 0  # datagrams that matched no query, or were not DNS
+    rcodes: dict[int, int] = field(default_factory=dict)
+
+
+class _UdpSocket(asyncio.DatagramProtocol):
+    """One connected UDP socket to one nameserver, with its pending queries."""
+
+    def __init__(self, stats: ClientStats) -> None:
+        self.stats = stats
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[tuple[int, str, int], asyncio.Future[bytes | Failure]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # the kernel caps it quietly
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        try:
+            key = peek_question(data)
+        except WireError:
+            self.stats.dropped += 1
+            return
+        future = self.pending.pop(key, None)
+        if future is None or future.done():
+            self.stats.dropped += 1
+            return
+        future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # A connected UDP socket reports ICMP errors (port unreachable): the
+        # nameserver is not there.  Every query waiting on it fails at once.
+        failure = Failure(Status.TIMEOUT, f"nameserver unreachable: {getattr(exc, 'strerror', None) or exc}")
+        for future in self.pending.values():
+            if not future.done():
+                future.set_result(failure)
+        self.pending.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.error_received(exc or ConnectionError("socket closed"))
+        self.transport = None
+
+
+class DnsClient:
+    """Asks questions of a list of nameservers; see the module docstring."""
+
+    def __init__(
+        self,
+        nameservers: list[Nameserver],
+        *,
+        timeout: float = 2.0,
+        tries: int = 3,
+        max_inflight: int = 100,
+        sockets_per_server: int = 4,
+        udp_size: int = 1232,
+    ) -> None:
+        if not nameservers:
+            raise ValueError("at least one nameserver is needed")
+        self.nameservers = list(nameservers)
+        self.timeout = timeout
+        self.tries = max(1, tries)
+        self.udp_size = udp_size
+        self.sockets_per_server = max(1, sockets_per_server)
+        self.stats = ClientStats()
+        self._limit = asyncio.Semaphore(max_inflight)
+        self._sockets: dict[Nameserver, list[_UdpSocket]] = {}
+        self._next = 0
+        self._opening: asyncio.Lock | None = None
+
+    async def _socket_for(self, server: Nameserver) -> _UdpSocket:
+        pool = self._sockets.get(server)
+        if pool is None or any(item.transport is None for item in pool):
+            if self._opening is None:
+                self._opening = asyncio.Lock()
+            async with self._opening:
+                pool = [item for item in self._sockets.get(server, []) if item.transport is not None]
+                loop = asyncio.get_running_loop()
+                while len(pool) < self.sockets_per_server:
+                    _, proto = await loop.create_datagram_endpoint(
+                        lambda: _UdpSocket(self.stats), remote_addr=(server.host, server.port)
+                    )
+                    pool.append(proto)
+                self._sockets[server] = pool
+        self._next += 1
+        return pool[self._next % len(pool)]
+
+    async def close(self) -> None:
+        for pool in self._sockets.values():
+            for item in pool:
+                if item.transport is not None:
+                    item.transport.close()
+        self._sockets.clear()
+
+    async def query(self, qname: str, qtype: int, deadline: float | None = None) -> Reply | Failure:
+        """Ask `qname`/`qtype`; stop trying at loop time `deadline` if given."""
+        loop = asyncio.get_running_loop()
+        last = Failure(Status.TIMEOUT, "no reply")
+        count = len(self.nameservers)
+        start = _rng.randrange(count) if count > 1 else 0
+        for attempt in range(self.tries):
+            server = self.nameservers[(start + attempt) % count]
+            wait = self.timeout * (1 + 0.5 * attempt) * _rng.uniform(0.9, 1.1)
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    return Failure(last.status, last.detail + "; the check's deadline passed")
+            outcome = await self._udp(server, qname, qtype, wait)
+            if isinstance(outcome, Reply) and outcome.truncated:
+                outcome = await self._tcp(server, qname, qtype, wait)
+            if isinstance(outcome, Reply):
+                rcode = outcome.rcode
+                self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
+                if rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
+                    return outcome
+                status = {RCODE_SERVFAIL: Status.SERVFAIL, RCODE_REFUSED: Status.REFUSED}.get(rcode, Status.ERROR)
+                last = Failure(
+                    status,
+                    f"{status.name} from {server}" if status is not Status.ERROR else f"rcode {rcode} from {server}",
+                )
+                if count == 1:
+                    return last
+                continue
+            last = outcome
+        return last
+
+    async def _udp(self, server: Nameserver, qname: str, qtype: int, wait: float) -> Reply | Failure:
+        try:
+            sock = await self._socket_for(server)
+        except OSError as exc:
+            return Failure(Status.TIMEOUT, f"cannot reach {server}: {exc.strerror or exc}")
+        async with self._limit:
+            transport = sock.transport
+            if transport is None:
+                return Failure(Status.TIMEOUT, f"socket to {server} closed")
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[bytes | Failure] = loop.create_future()
+            while True:
+                qid = _rng.getrandbits(16)
+                key = (qid, qname, qtype)
+                if key not in sock.pending:
+                    break
+            try:
+                packet = encode_query(qid, qname, qtype, self.udp_size)
+            except WireError as exc:
+                return Failure(Status.ERROR, str(exc))
+            sock.pending[key] = future
+            timer = loop.call_later(wait, _expire, future)
+            transport.sendto(packet)
+            self.stats.sent_udp += 1
+            try:
+                data = await future
+            finally:
+                timer.cancel()
+                if sock.pending.get(key) is future:
+                    del sock.pending[key]
+        if data is None:
+            self.stats.timeouts += 1
+            return Failure(Status.TIMEOUT, f"no reply from {server} within {wait:.1f}s")
+        if isinstance(data, Failure):
+            return data
+        try:
+            return decode_reply(data)
+        except WireError as exc:
+            return Failure(Status.ERROR, f"malformed reply from {server}: {exc}")
+
+    async def _tcp(self, server: Nameserver, qname: str, qtype: int, wait: float) -> Reply | Failure:
+        qid = _rng.getrandbits(16)
+        packet = encode_query(qid, qname, qtype, 0)
+        self.stats.sent_tcp += 1
+        writer = None
+        try:
+            async with asyncio.timeout(wait):
+                reader, writer = await asyncio.open_connection(server.host, server.port)
+                writer.write(len(packet).to_bytes(2, "big") + packet)
+                await writer.drain()
+                while True:
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    data = await reader.readexactly(size)
+                    try:
+                        if peek_question(data) == (qid, qname, qtype):
+                            break
+                    except WireError:
+                        pass
+                    self.stats.dropped += 1
+        except TimeoutError:
+            self.stats.timeouts += 1
+            return Failure(Status.TIMEOUT, f"no TCP reply from {server} within {wait:.1f}s")
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            return Failure(Status.TIMEOUT, f"TCP to {server} failed: {exc}")
+        finally:
+            if writer is not None:
+                writer.close()
+        try:
+            return decode_reply(data)
+        except WireError as exc:
+            return Failure(Status.ERROR, f"malformed TCP reply from {server}: {exc}")
+
+
+def _expire(future: asyncio.Future[bytes | Failure]) -> None:
+    if not future.done():
+        future.set_result(None)  # type: ignore[arg-type]

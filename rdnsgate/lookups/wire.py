@@ -1,0 +1,284 @@
+"""DNS messages on the wire (RFC 1035 §4, EDNS0 of RFC 6891): encode a query, decode a reply.
+
+Pure functions on bytes.  Only what rdnsgate asks for is decoded: A, AAAA,
+PTR, CNAME, NS, MX and SOA; other records are skipped.  Names come out in
+presentation form, lower case, without the trailing dot; bytes that are not
+printable ASCII, dots and backslashes inside a label are escaped as
+``\\DDD``, so a PTR "name" holding ``<script>`` or a space is still one
+inspectable string and never a valid host name.
+
+Why not dnspython's codec: measured here, its `from_wire` took ~110 µs per
+reply and `make_query().to_wire()` ~100 µs, a ceiling of ~2,200 FCrDNS
+checks/s; this codec takes ~6 µs and ~1.5 µs (docs/design.md).  The tests
+hold it to dnspython as an oracle.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+from dataclasses import dataclass
+
+TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}
+TYPE_NAMES = {value: key for key, value in TYPES.items()}
+CLASS_IN = 1
+TYPE_OPT = 41
+
+RCODE_NOERROR, RCODE_FORMERR, RCODE_SERVFAIL, RCODE_NXDOMAIN, RCODE_NOTIMP, RCODE_REFUSED = 0, 1, 2, 3, 4, 5
+
+FLAG_QR = 0x8000
+FLAG_TC = 0x0200
+FLAG_RD = 0x0100
+
+_HEADER = struct.Struct("!6H")
+_QTAIL = struct.Struct("!HH")
+_RR = struct.Struct("!HHIH")
+_SOA_TAIL = struct.Struct("!5I")
+_MAX_POINTERS = 64
+_SAFE_LABEL = re.compile(rb"[A-Za-z0-9_-]+\Z")
+
+
+class WireError(ValueError):
+    """The bytes are not a DNS message this codec can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class SOA:
+    mname: str
+    rname: str
+    serial: int
+    minimum: int
+
+
+RData = str | tuple[int, str] | SOA | None
+
+
+@dataclass(frozen=True, slots=True)
+class RR:
+    name: str
+    rtype: int
+    ttl: int
+    data: RData  # str: address or name; (preference, exchange) for MX; SOA; None if not decoded
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    qid: int
+    flags: int
+    rcode: int
+    qname: str
+    qtype: int
+    answer: tuple[RR, ...]
+    authority: tuple[RR, ...]
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.flags & FLAG_TC)
+
+
+# -- names ---------------------------------------------------------------------
+
+
+def _escape_label(raw: bytes) -> str:
+    if _SAFE_LABEL.match(raw):
+        return raw.decode("ascii").lower()
+    out = []
+    for byte in raw.lower():
+        if byte in (0x2E, 0x5C) or not 0x21 <= byte <= 0x7E:
+            out.append(f"\\{byte:03d}")
+        else:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+def _unescape_label(label: str) -> bytes:
+    if "\\" not in label:
+        return label.encode("ascii")
+    out = bytearray()
+    i = 0
+    while i < len(label):
+        char = label[i]
+        if char == "\\":
+            if label[i + 1 : i + 4].isdigit() and len(label[i + 1 : i + 4]) == 3:
+                out.append(int(label[i + 1 : i + 4]))
+                i += 4
+                continue
+            out += label[i + 1].encode("ascii")
+            i += 2
+            continue
+        out += char.encode("ascii")
+        i += 1
+    return bytes(out)
+
+
+def _split_labels(name: str) -> list[str]:
+    if "\\" not in name:
+        return name.split(".")
+    labels, current, i = [], [], 0
+    while i < len(name):
+        if name[i] == "\\":
+            current.append(name[i : i + 2] if not name[i + 1 : i + 4].isdigit() else name[i : i + 4])
+            i += len(current[-1])
+        elif name[i] == ".":
+            labels.append("".join(current))
+            current = []
+            i += 1
+        else:
+            current.append(name[i])
+            i += 1
+    labels.append("".join(current))
+    return labels
+
+
+def encode_name(name: str) -> bytes:
+    """Wire form of a presentation-form name (trailing dot optional)."""
+    if name in ("", "."):
+        return b"\x00"
+    if name.endswith(".") and not name.endswith("\\."):
+        name = name[:-1]
+    out = bytearray()
+    try:
+        for label in _split_labels(name):
+            raw = _unescape_label(label)
+            if not 0 < len(raw) <= 63:
+                raise WireError(f"label of {len(raw)} bytes in {name!r}")
+            out.append(len(raw))
+            out += raw
+    except (UnicodeEncodeError, IndexError) as exc:
+        raise WireError(f"cannot encode {name!r}: {exc}") from exc
+    out.append(0)
+    if len(out) > 255:
+        raise WireError(f"name longer than 255 bytes: {name[:40]!r}...")
+    return bytes(out)
+
+
+def _read_name(msg: bytes, offset: int) -> tuple[str, int]:
+    """Decode the name at `offset`; return it and the offset after it."""
+    labels: list[str] = []
+    end = -1
+    pointers = 0
+    length = 0
+    size = len(msg)
+    while True:
+        if offset >= size:
+            raise WireError("name runs past the end of the message")
+        count = msg[offset]
+        if count >= 0xC0:
+            if offset + 1 >= size:
+                raise WireError("truncated compression pointer")
+            target = ((count & 0x3F) << 8) | msg[offset + 1]
+            if end < 0:
+                end = offset + 2
+            pointers += 1
+            if pointers > _MAX_POINTERS or target >= offset:
+                raise WireError("compression pointer loop")
+            offset = target
+            continue
+        if count >= 0x40:
+            raise WireError(f"unsupported label type 0x{count:02x}")
+        offset += 1
+        if count == 0:
+            break
+        if offset + count > size:
+            raise WireError("label runs past the end of the message")
+        length += count + 1
+        if length > 255:
+            raise WireError("name longer than 255 bytes")
+        labels.append(_escape_label(msg[offset : offset + count]))
+        offset += count
+    return ".".join(labels), (end if end >= 0 else offset)
+
+
+# -- messages --------------------------------------------------------------------
+
+
+def encode_query(qid: int, qname: str, qtype: int, udp_size: int = 1232) -> bytes:
+    """A recursive query; with EDNS0 advertising `udp_size` unless it is 0."""
+    if udp_size:
+        head = _HEADER.pack(qid, FLAG_RD, 1, 0, 0, 1)
+        opt = b"\x00" + struct.pack("!HHIH", TYPE_OPT, udp_size, 0, 0)
+    else:
+        head = _HEADER.pack(qid, FLAG_RD, 1, 0, 0, 0)
+        opt = b""
+    return head + encode_name(qname) + _QTAIL.pack(qtype, CLASS_IN) + opt
+
+
+def peek_question(msg: bytes) -> tuple[int, str, int]:
+    """(id, qname, qtype) of a reply, to match it to its query; raises WireError."""
+    if len(msg) < 12:
+        raise WireError("shorter than a DNS header")
+    qid, flags, qdcount = _HEADER.unpack_from(msg)[:3]
+    if not flags & FLAG_QR or qdcount != 1:
+        raise WireError("not a reply to one question")
+    qname, offset = _read_name(msg, 12)
+    if offset + 4 > len(msg):
+        raise WireError("truncated question")
+    qtype, _ = _QTAIL.unpack_from(msg, offset)
+    return qid, qname, qtype
+
+
+def _read_rrs(msg: bytes, offset: int, count: int) -> tuple[list[RR], int]:
+    records = []
+    size = len(msg)
+    for _ in range(count):
+        name, offset = _read_name(msg, offset)
+        if offset + 10 > size:
+            raise WireError("truncated resource record")
+        rtype, rclass, ttl, rdlength = _RR.unpack_from(msg, offset)
+        offset += 10
+        end = offset + rdlength
+        if end > size:
+            raise WireError("record data runs past the end of the message")
+        data: RData = None
+        if rclass == CLASS_IN:
+            if rtype == 1:
+                if rdlength != 4:
+                    raise WireError("A record of wrong length")
+                data = f"{msg[offset]}.{msg[offset + 1]}.{msg[offset + 2]}.{msg[offset + 3]}"
+            elif rtype == 28:
+                if rdlength != 16:
+                    raise WireError("AAAA record of wrong length")
+                data = str(ipaddress.IPv6Address(msg[offset:end]))
+            elif rtype in (12, 5, 2):
+                data, after = _read_name(msg, offset)
+                if after != end:
+                    raise WireError("name record length mismatch")
+            elif rtype == 15:
+                if rdlength < 3:
+                    raise WireError("MX record too short")
+                exchange, after = _read_name(msg, offset + 2)
+                if after != end:
+                    raise WireError("MX record length mismatch")
+                data = (struct.unpack_from("!H", msg, offset)[0], exchange)
+            elif rtype == 6:
+                mname, after = _read_name(msg, offset)
+                rname, after = _read_name(msg, after)
+                if after + 20 != end:
+                    raise WireError("SOA record length mismatch")
+                serial, _refresh, _retry, _expire, minimum = _SOA_TAIL.unpack_from(msg, after)
+                data = SOA(mname, rname, serial, minimum)
+        records.append(RR(name, rtype, ttl & 0x7FFFFFFF, data))
+        offset = end
+    return records, offset
+
+
+def decode_reply(msg: bytes) -> Reply:
+    """Decode a whole reply (answer and authority sections); raises WireError."""
+    if len(msg) < 12:
+        raise WireError("shorter than a DNS header")
+    qid, flags, qdcount, ancount, nscount, _arcount = _HEADER.unpack_from(msg)
+    if not flags & FLAG_QR:
+        raise WireError("not a reply")
+    if qdcount != 1:
+        raise WireError(f"reply holds {qdcount} questions")
+    qname, offset = _read_name(msg, 12)
+    if offset + 4 > len(msg):
+        raise WireError("truncated question")
+    qtype, _ = _QTAIL.unpack_from(msg, offset)
+    offset += 4
+    if flags & FLAG_TC:
+        return Reply(qid, flags, flags & 0xF, qname, qtype, (), ())
+    answer, offset = _read_rrs(msg, offset, ancount)
+    authority, offset = _read_rrs(msg, offset, nscount)
+    return Reply(qid, flags, flags & 0xF, qname, qtype, tuple(answer), tuple(authority))

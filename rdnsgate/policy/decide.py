@@ -1,0 +1,121 @@
+"""Pure: a `Report` plus a profile (and a whitelist match) -> a `Decision`.
+
+Each check's outcome gets its profile rule.  Refusals are ordered by the SMTP
+stage that carries them; within a stage the first `reject` in check order
+(iprev, HELO, sender — Postfix's restriction order) wins, and a `tempfail`
+applies only when nothing rejects (Postfix's DEFER_IF_PERMIT).  A temporary
+error can therefore never turn into a permanent refusal, and no rule of a
+built-in profile maps a temperror to 5xx (a property test holds both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rdnsgate.model import Check, CheckResult, Report
+from rdnsgate.policy.headers import authentication_results, printable
+from rdnsgate.policy.profiles import Action, Profile, Rule, Stage
+
+STAGE_ORDER = (Stage.HELO, Stage.MAIL, Stage.RCPT)
+CHECK_ORDER = (Check.IPREV, Check.HELO, Check.HELO_ALIGN, Check.SENDER)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the profile does with one check's outcome."""
+
+    outcome: CheckResult
+    action: Action
+    stage: Stage
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    profile: str
+    action: Action  # accept, tag, tempfail or reject
+    stage: Stage | None  # when the refusal is given
+    reply: Reply | None
+    close: bool  # drop the connection after the reply
+    cause: CheckResult | None
+    verdicts: tuple[Verdict, ...]
+    whitelisted: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def refused(self) -> bool:
+        return self.action.refuses
+
+
+def render_text(template: str, report: Report, outcome: CheckResult, check_url: str | None) -> str:
+    """Fill a rule's text; every value is made printable and capped."""
+    ptr = report.iprev.confirmed_name or (report.iprev.names[0].name if report.iprev.names else "")
+    values = {
+        "ip": str(report.ip),
+        "helo": printable(report.helo_name or "", 100),
+        "sender": printable(report.sender_address or "", 100),
+        "domain": printable(report.sender_domain or "", 100),
+        "ptr": printable(ptr, 100),
+        "detail": printable(outcome.detail, 300),
+    }
+    text = template
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    if check_url:
+        text += f" - see {printable(check_url, 200)}"
+    return printable(text, 480)
+
+
+def _reply(rule: Rule, report: Report, outcome: CheckResult, check_url: str | None) -> Reply | None:
+    if rule.code is None or rule.enhanced is None:
+        return None
+    return Reply(rule.code, rule.enhanced, render_text(rule.text, report, outcome, check_url))
+
+
+def decide(
+    report: Report,
+    profile: Profile,
+    *,
+    whitelisted: str | None = None,
+    authserv_id: str = "localhost",
+    check_url: str | None = None,
+) -> Decision:
+    """Apply `profile` to `report`; `whitelisted` (the matching entry) skips refusals."""
+    outcomes = {item.check: item for item in report.checks}
+    verdicts = []
+    for check in CHECK_ORDER:
+        outcome = outcomes[check]
+        rule = profile.rule_for(outcome)
+        verdicts.append(
+            Verdict(outcome, rule.action, profile.stage_for(check), _reply(rule, report, outcome, check_url))
+        )
+    headers = (("Authentication-Results", authentication_results(authserv_id, report.iprev)),)
+
+    if whitelisted is None:
+        for stage in STAGE_ORDER:
+            here = [item for item in verdicts if item.stage is stage]
+            chosen = next((item for item in here if item.action is Action.REJECT), None)
+            chosen = chosen or next((item for item in here if item.action is Action.TEMPFAIL), None)
+            if chosen is not None:
+                close = (
+                    profile.close_on_reject
+                    and chosen.action is Action.REJECT
+                    and chosen.reply is not None
+                    and chosen.reply.code >= 500
+                )
+                return Decision(
+                    profile.name, chosen.action, stage, chosen.reply, close, chosen.outcome, tuple(verdicts)
+                )
+    tagged = profile.tag or any(item.action is Action.TAG for item in verdicts)
+    action = Action.TAG if tagged else Action.ACCEPT
+    return Decision(profile.name, action, None, None, False, None, tuple(verdicts), whitelisted, headers)
