@@ -69,6 +69,8 @@ def holds_address(lookup: Lookup, ip: IPAddress) -> bool:
     """True when `lookup` answered with `ip` among its addresses."""
     if lookup.status is not Status.ANSWER:
         return False
+    if str(ip) in lookup.records:  # records are canonical text: the common case
+        return True
     for text in lookup.records:
         try:
             if ipaddress.ip_address(text) == ip:

@@ -15,8 +15,9 @@ from rdnsgate.model import IPAddress
 MAX_NAME = 253
 MAX_LABEL = 63
 
-_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-_NUMERIC = re.compile(r"[0-9]+\Z")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\Z")
+_NUMERIC_TLD = re.compile(r"(?:.*\.)?[0-9]+\Z")
 
 
 def normalize(name: str) -> str:
@@ -32,12 +33,9 @@ def is_hostname(name: str) -> bool:
     253 characters in all, and a top-level label that is not all digits (so
     that ``192.0.2.1`` is no host name).
     """
-    if not name or len(name) > MAX_NAME:
+    if not name or len(name) > MAX_NAME or not _HOSTNAME.match(name):
         return False
-    labels = name.split(".")
-    if not all(_LDH_LABEL.match(label) for label in labels):
-        return False
-    return not _NUMERIC.match(labels[-1])
+    return not _NUMERIC_TLD.match(name)
 
 
 def is_fqdn(name: str) -> bool:

@@ -59,18 +59,25 @@ class Resolver:
             cached = self.cache.get(key)
             if cached is not None:
                 return cached
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        task = asyncio.ensure_future(self._resolve(qname, qtype, deadline))
-        self._inflight[key] = task
+        while (pending := self._inflight.get(key)) is not None:
+            # The same question is on the wire already: share its answer.
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The asker we were waiting for was cancelled: ask ourselves.
+        future: asyncio.Future[Lookup] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
         try:
-            result = await asyncio.shield(task)
+            result = await self._resolve(qname, qtype, deadline)
+        except BaseException:
+            future.cancel()
+            raise
         finally:
-            if task.done() and self._inflight.get(key) is task:
-                del self._inflight[key]
-            else:
-                task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+            del self._inflight[key]
+        future.set_result(result)
         if self.cache is not None:
             self.cache.put(key, result)
         return result

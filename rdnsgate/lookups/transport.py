@@ -17,8 +17,10 @@ never raises for a DNS outcome.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import os
 import random
 import socket
 from dataclasses import dataclass, field
@@ -33,13 +35,32 @@ from rdnsgate.lookups.wire import (
     WireError,
     decode_reply,
     encode_query,
-    peek_question,
+    encode_question,
+    question_key,
 )
 from rdnsgate.model import Status
 
 log = logging.getLogger(__name__)
 
-_rng = random.SystemRandom()
+_jitter = random.Random()
+
+
+class _QueryIds:
+    """Unpredictable 16-bit query IDs (RFC 5452) from a buffer of os.urandom bytes."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._at = 0
+
+    def next(self) -> int:
+        if self._at >= len(self._buffer):
+            self._buffer, self._at = os.urandom(4096), 0
+        value = (self._buffer[self._at] << 8) | self._buffer[self._at + 1]
+        self._at += 2
+        return value
+
+
+_ids = _QueryIds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +93,7 @@ class _UdpSocket(asyncio.DatagramProtocol):
     def __init__(self, stats: ClientStats) -> None:
         self.stats = stats
         self.transport: asyncio.DatagramTransport | None = None
-        self.pending: dict[tuple[int, str, int], asyncio.Future[bytes | Failure]] = {}
+        self.pending: dict[tuple[int, bytes], asyncio.Future[bytes | Failure | None]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
@@ -83,8 +104,11 @@ class _UdpSocket(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         try:
-            key = peek_question(data)
+            key = question_key(data)
         except WireError:
+            self.stats.dropped += 1
+            return
+        if not data[2] & 0x80:  # a query, not a reply
             self.stats.dropped += 1
             return
         future = self.pending.pop(key, None)
@@ -128,27 +152,53 @@ class DnsClient:
         self.udp_size = udp_size
         self.sockets_per_server = max(1, sockets_per_server)
         self.stats = ClientStats()
-        self._limit = asyncio.Semaphore(max_inflight)
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._sockets: dict[Nameserver, list[_UdpSocket]] = {}
         self._next = 0
         self._opening: asyncio.Lock | None = None
 
-    async def _socket_for(self, server: Nameserver) -> _UdpSocket:
-        pool = self._sockets.get(server)
-        if pool is None or any(item.transport is None for item in pool):
-            if self._opening is None:
-                self._opening = asyncio.Lock()
-            async with self._opening:
-                pool = [item for item in self._sockets.get(server, []) if item.transport is not None]
-                loop = asyncio.get_running_loop()
-                while len(pool) < self.sockets_per_server:
-                    _, proto = await loop.create_datagram_endpoint(
-                        lambda: _UdpSocket(self.stats), remote_addr=(server.host, server.port)
-                    )
-                    pool.append(proto)
-                self._sockets[server] = pool
-        self._next += 1
-        return pool[self._next % len(pool)]
+    async def _open_sockets(self, server: Nameserver) -> list[_UdpSocket]:
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            pool = [item for item in self._sockets.get(server, []) if item.transport is not None]
+            loop = asyncio.get_running_loop()
+            while len(pool) < self.sockets_per_server:
+                _, proto = await loop.create_datagram_endpoint(
+                    lambda: _UdpSocket(self.stats), remote_addr=(server.host, server.port)
+                )
+                pool.append(proto)
+            self._sockets[server] = pool
+        return pool
+
+    async def _slot(self) -> None:
+        """Wait until fewer than `max_inflight` queries are on the wire, then take a place."""
+        while self.inflight >= self.max_inflight:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+                elif self._waiting and self.inflight < self.max_inflight:
+                    self._release_one()
+                raise
+        self.inflight += 1
+
+    def _release_one(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _release(self) -> None:
+        self.inflight -= 1
+        if self._waiting:
+            self._release_one()
 
     async def close(self) -> None:
         for pool in self._sockets.values():
@@ -162,17 +212,21 @@ class DnsClient:
         loop = asyncio.get_running_loop()
         last = Failure(Status.TIMEOUT, "no reply")
         count = len(self.nameservers)
-        start = _rng.randrange(count) if count > 1 else 0
+        start = _jitter.randrange(count) if count > 1 else 0
+        try:
+            question = encode_question(qname, qtype)
+        except WireError as exc:
+            return Failure(Status.ERROR, str(exc))
         for attempt in range(self.tries):
             server = self.nameservers[(start + attempt) % count]
-            wait = self.timeout * (1 + 0.5 * attempt) * _rng.uniform(0.9, 1.1)
+            wait = self.timeout * (1 + 0.5 * attempt) * _jitter.uniform(0.9, 1.1)
             if deadline is not None:
                 wait = min(wait, deadline - loop.time())
                 if wait <= 0:
                     return Failure(last.status, last.detail + "; the check's deadline passed")
-            outcome = await self._udp(server, qname, qtype, wait)
+            outcome = await self._udp(server, question, wait)
             if isinstance(outcome, Reply) and outcome.truncated:
-                outcome = await self._tcp(server, qname, qtype, wait)
+                outcome = await self._tcp(server, question, wait)
             if isinstance(outcome, Reply):
                 rcode = outcome.rcode
                 self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
@@ -189,29 +243,33 @@ class DnsClient:
             last = outcome
         return last
 
-    async def _udp(self, server: Nameserver, qname: str, qtype: int, wait: float) -> Reply | Failure:
-        try:
-            sock = await self._socket_for(server)
-        except OSError as exc:
-            return Failure(Status.TIMEOUT, f"cannot reach {server}: {exc.strerror or exc}")
-        async with self._limit:
-            transport = sock.transport
-            if transport is None:
-                return Failure(Status.TIMEOUT, f"socket to {server} closed")
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[bytes | Failure] = loop.create_future()
-            while True:
-                qid = _rng.getrandbits(16)
-                key = (qid, qname, qtype)
-                if key not in sock.pending:
-                    break
+    async def _udp(self, server: Nameserver, question: bytes, wait: float) -> Reply | Failure:
+        pool = self._sockets.get(server)
+        if pool is None or len(pool) < self.sockets_per_server:
             try:
-                packet = encode_query(qid, qname, qtype, self.udp_size)
-            except WireError as exc:
-                return Failure(Status.ERROR, str(exc))
+                pool = await self._open_sockets(server)
+            except OSError as exc:
+                return Failure(Status.TIMEOUT, f"cannot reach {server}: {exc.strerror or exc}")
+        self._next += 1
+        sock = pool[self._next % len(pool)]
+        transport = sock.transport
+        if transport is None:
+            pool.remove(sock)  # closed after an error: the next query opens a new one
+            return Failure(Status.TIMEOUT, f"socket to {server} closed")
+        if self.inflight >= self.max_inflight:
+            await self._slot()
+        else:
+            self.inflight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[bytes | Failure | None] = loop.create_future()
+            lowered = question.lower()
+            key = (_ids.next(), lowered)
+            while key in sock.pending:
+                key = (_ids.next(), lowered)
             sock.pending[key] = future
             timer = loop.call_later(wait, _expire, future)
-            transport.sendto(packet)
+            transport.sendto(encode_query(key[0], question, self.udp_size))
             self.stats.sent_udp += 1
             try:
                 data = await future
@@ -219,6 +277,8 @@ class DnsClient:
                 timer.cancel()
                 if sock.pending.get(key) is future:
                     del sock.pending[key]
+        finally:
+            self._release()
         if data is None:
             self.stats.timeouts += 1
             return Failure(Status.TIMEOUT, f"no reply from {server} within {wait:.1f}s")
@@ -229,9 +289,10 @@ class DnsClient:
         except WireError as exc:
             return Failure(Status.ERROR, f"malformed reply from {server}: {exc}")
 
-    async def _tcp(self, server: Nameserver, qname: str, qtype: int, wait: float) -> Reply | Failure:
-        qid = _rng.getrandbits(16)
-        packet = encode_query(qid, qname, qtype, 0)
+    async def _tcp(self, server: Nameserver, question: bytes, wait: float) -> Reply | Failure:
+        qid = _ids.next()
+        packet = encode_query(qid, question, 0)
+        expected = (qid, question.lower())
         self.stats.sent_tcp += 1
         writer = None
         try:
@@ -243,7 +304,7 @@ class DnsClient:
                     size = int.from_bytes(await reader.readexactly(2), "big")
                     data = await reader.readexactly(size)
                     try:
-                        if peek_question(data) == (qid, qname, qtype):
+                        if question_key(data) == expected and data[2] & 0x80:
                             break
                     except WireError:
                         pass
@@ -262,6 +323,6 @@ class DnsClient:
             return Failure(Status.ERROR, f"malformed TCP reply from {server}: {exc}")
 
 
-def _expire(future: asyncio.Future[bytes | Failure]) -> None:
+def _expire(future: asyncio.Future[bytes | Failure | None]) -> None:
     if not future.done():
-        future.set_result(None)  # type: ignore[arg-type]
+        future.set_result(None)

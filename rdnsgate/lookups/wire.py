@@ -37,6 +37,7 @@ _RR = struct.Struct("!HHIH")
 _SOA_TAIL = struct.Struct("!5I")
 _MAX_POINTERS = 64
 _SAFE_LABEL = re.compile(rb"[A-Za-z0-9_-]+\Z")
+_SAFE_NAME = re.compile(rb"[A-Za-z0-9_.-]*\Z")
 
 
 class WireError(ValueError):
@@ -155,7 +156,7 @@ def encode_name(name: str) -> bytes:
 
 def _read_name(msg: bytes, offset: int) -> tuple[str, int]:
     """Decode the name at `offset`; return it and the offset after it."""
-    labels: list[str] = []
+    labels: list[bytes] = []
     end = -1
     pointers = 0
     length = 0
@@ -185,37 +186,58 @@ def _read_name(msg: bytes, offset: int) -> tuple[str, int]:
         length += count + 1
         if length > 255:
             raise WireError("name longer than 255 bytes")
-        labels.append(_escape_label(msg[offset : offset + count]))
+        labels.append(msg[offset : offset + count])
         offset += count
-    return ".".join(labels), (end if end >= 0 else offset)
+    after = end if end >= 0 else offset
+    joined = b".".join(labels)
+    # Fast path: only LDH/underscore bytes, and no label holding a dot itself.
+    if _SAFE_NAME.match(joined) and joined.count(b".") == len(labels) - 1:
+        return joined.decode("ascii").lower(), after
+    return ".".join(_escape_label(label) for label in labels), after
 
 
 # -- messages --------------------------------------------------------------------
 
 
-def encode_query(qid: int, qname: str, qtype: int, udp_size: int = 1232) -> bytes:
-    """A recursive query; with EDNS0 advertising `udp_size` unless it is 0."""
+def encode_question(qname: str, qtype: int) -> bytes:
+    """The question section for `qname`/`qtype` (class IN); raises WireError for a bad name."""
+    return encode_name(qname) + _QTAIL.pack(qtype, CLASS_IN)
+
+
+def encode_query(qid: int, question: bytes, udp_size: int = 1232) -> bytes:
+    """A recursive query for an encoded question; with EDNS0 advertising `udp_size` unless it is 0."""
     if udp_size:
-        head = _HEADER.pack(qid, FLAG_RD, 1, 0, 0, 1)
         opt = b"\x00" + struct.pack("!HHIH", TYPE_OPT, udp_size, 0, 0)
-    else:
-        head = _HEADER.pack(qid, FLAG_RD, 1, 0, 0, 0)
-        opt = b""
-    return head + encode_name(qname) + _QTAIL.pack(qtype, CLASS_IN) + opt
+        return _HEADER.pack(qid, FLAG_RD, 1, 0, 0, 1) + question + opt
+    return _HEADER.pack(qid, FLAG_RD, 1, 0, 0, 0) + question
 
 
-def peek_question(msg: bytes) -> tuple[int, str, int]:
-    """(id, qname, qtype) of a reply, to match it to its query; raises WireError."""
-    if len(msg) < 12:
-        raise WireError("shorter than a DNS header")
-    qid, flags, qdcount = _HEADER.unpack_from(msg)[:3]
-    if not flags & FLAG_QR or qdcount != 1:
-        raise WireError("not a reply to one question")
-    qname, offset = _read_name(msg, 12)
-    if offset + 4 > len(msg):
+def question_key(msg: bytes) -> tuple[int, bytes]:
+    """(id, question bytes in lower case) of a query or reply, to match a reply to its query.
+
+    A reply repeats its query's question (RFC 1035 §4.1.2), so the raw bytes
+    compare without decoding; raises WireError for a message without exactly
+    one uncompressed question.
+    """
+    size = len(msg)
+    if size < 17:
+        raise WireError("shorter than a DNS header and question")
+    if msg[4] != 0 or msg[5] != 1:
+        raise WireError("not a message with one question")
+    offset = 12
+    while True:
+        count = msg[offset]
+        if count == 0:
+            break
+        if count >= 0x40:
+            raise WireError("compressed or extended label in the question")
+        offset += count + 1
+        if offset >= size:
+            raise WireError("question runs past the end of the message")
+    end = offset + 5
+    if end > size:
         raise WireError("truncated question")
-    qtype, _ = _QTAIL.unpack_from(msg, offset)
-    return qid, qname, qtype
+    return (msg[0] << 8) | msg[1], msg[12:end].lower()
 
 
 def _read_rrs(msg: bytes, offset: int, count: int) -> tuple[list[RR], int]:

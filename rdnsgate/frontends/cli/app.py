@@ -158,7 +158,7 @@ def audit(
     except RdnsgateError as exc:
         raise fail_usage(str(exc)) from None
     dns = DnsSettings(
-        nameservers=tuple(nameserver or ()), timeout=timeout, tries=tries, max_inflight=max_inflight, cache_size=10_000
+        nameservers=tuple(nameserver or ()), timeout=timeout, tries=tries, max_inflight=max_inflight, cache_size=0
     )
     err = Console(stderr=True, highlight=False)
     show_progress = err.is_terminal if progress is None else progress
