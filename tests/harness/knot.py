@@ -154,6 +154,9 @@ zone:
         while pending:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"knotd exited with {self.proc.returncode}:\n{self.log()}")
+            if "failed to load zone" in self.log():
+                self.stop()
+                raise RuntimeError(f"knotd could not load a zone:\n{self.log()}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"knotd did not serve {sorted(pending)} in {timeout}s:\n{self.log()}")
@@ -223,4 +226,3 @@ zone:
         """The HOST:PORT form that `rdnsgate --nameserver` takes."""
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"
-

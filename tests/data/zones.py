@@ -1,0 +1,105 @@
+"""The DNS data of the end-to-end scenarios (RFC 5737 / RFC 3849 addresses, RFC 2606 names).
+
+Reverse zones: 192.0.2.0/24, an RFC 2317 classless child (192.0.2.0/26 as
+"0-63"), and 2001:db8::/32.  Forward zones: example.org, example.net and the
+IDN zone bücher.example (xn--bcher-kva.example).
+"""
+
+from __future__ import annotations
+
+from tests.harness.knot import Zone
+
+V4 = "192.0.2"
+V6 = "2001:db8::"
+
+
+def _rev6(last: int) -> str:
+    """Owner of 2001:db8::<last hex> relative to 8.b.d.0.1.0.0.2.ip6.arpa."""
+    digits = f"{last:x}".rjust(4, "0")[::-1]
+    return ".".join(digits) + "." + ".".join("0" * 20)
+
+
+def zones() -> list[Zone]:
+    rev4 = Zone("2.0.192.in-addr.arpa", soa_minimum=600)
+    rfc2317 = Zone("0-63.2.0.192.in-addr.arpa", soa_minimum=600)
+    rev6 = Zone("8.b.d.0.1.0.0.2.ip6.arpa", soa_minimum=900)
+    org = Zone("example.org", soa_minimum=300)
+    net = Zone("example.net", soa_minimum=120)
+    idn = Zone("xn--bcher-kva.example", soa_minimum=300)
+
+    # -- IPv4 iprev ----------------------------------------------------------------
+    rev4.add("1", "PTR", "mail.example.org.")
+    org.add("mail", "A", f"{V4}.1").add("mail", "MX", "10 mail.example.org.")
+    # .2: nothing at all -> NXDOMAIN
+    rev4.add("3", "TXT", '"no ptr here"')  # NODATA
+    rev4.add("4", "PTR", "nxname.example.org.")
+    rev4.add("5", "PTR", "other.example.org.")
+    org.add("other", "A", f"{V4}.99")
+    rev4.add("6", "PTR", "noaddr.example.org.")
+    org.add("noaddr", "TXT", '"exists, no address"')
+    rev4.add("7", "PTR", "first7.example.org.").add("7", "PTR", "second7.example.org.")
+    org.add("first7", "A", f"{V4}.99").add("second7", "A", f"{V4}.7")
+    for name in ("a8", "b8", "c8"):
+        rev4.add("8", "PTR", f"{name}.example.org.")
+    org.add("a8", "A", f"{V4}.98").add("c8", "A", f"{V4}.8")  # b8 does not exist
+    rev4.add("9", "PTR", "MAIL9.Example.ORG.")
+    org.add("mail9", "A", f"{V4}.9")
+    rev4.add("0-63", "NS", "ns.example.org.")  # RFC 2317 classless delegation
+    rev4.add("10", "CNAME", "10.0-63.2.0.192.in-addr.arpa.")
+    rfc2317.add("10", "PTR", "classless.example.net.")
+    net.add("classless", "A", f"{V4}.10")
+    rev4.add("11", "PTR", "bad_name.example.org.")
+    rev4.add("12", "PTR", "\\060script\\062alert\\0401\\041\\060/script\\062.example.org.")  # <script>alert(1)</script>
+    rev4.add("13", "PTR", "bad_name13.example.org.").add("13", "PTR", "good13.example.org.")
+    org.add("good13", "A", f"{V4}.13")
+    rev4.add("14", "PTR", "multi.example.org.")
+    org.add("multi", "A", f"{V4}.140").add("multi", "A", f"{V4}.14")
+    rev4.add("15", "PTR", "alias15.example.org.")
+    org.add("alias15", "CNAME", "target15.example.net.")
+    net.add("target15", "A", f"{V4}.15")
+    rev4.add("16", "PTR", "slow16.example.org.")
+    org.add("slow16", "A", f"{V4}.16")
+    for last in range(17, 24):
+        rev4.add(str(last), "PTR", f"host{last}.example.org.")
+        org.add(f"host{last}", "A", f"{V4}.{last}")
+    for index in range(100):  # PTR sets of 100 names (RRsets have no order)
+        rev4.add("24", "PTR", f"n{index}.big24.example.org.")  # every one confirms
+        org.add(f"n{index}.big24", "A", f"{V4}.24")
+        rev4.add("25", "PTR", f"n{index}.big25.example.org.")  # none exists
+    rev4.add("26", "PTR", "host26.example.org.")
+    org.add("host26", "A", f"{V4}.26")
+    rev4.add("27", "PTR", "flaky27.example.org.").add("27", "PTR", "good27.example.org.")
+    org.add("flaky27", "A", f"{V4}.27").add("good27", "A", f"{V4}.27")
+    rev4.add("28", "PTR", "gone28.example.org.").add("28", "PTR", "noaddr.example.org.")
+    rev4.add("30", "PTR", "Mail.Example.ORG.")  # uppercase, same name as .1's but points elsewhere
+
+    # -- IPv6 iprev ------------------------------------------------------------------
+    rev6.add(_rev6(1), "PTR", "mail6.example.org.")
+    org.add("mail6", "AAAA", f"{V6}1").add("mail6", "A", f"{V4}.1")
+    rev6.add(_rev6(3), "PTR", "v4only.example.org.")
+    org.add("v4only", "A", f"{V4}.3")
+    rev6.add(_rev6(4), "PTR", "wrong6.example.org.")
+    org.add("wrong6", "AAAA", f"{V6}44")
+    rev6.add(_rev6(5), "PTR", "first6.example.org.").add(_rev6(5), "PTR", "second6.example.org.")
+    org.add("first6", "AAAA", f"{V6}55").add("second6", "AAAA", f"{V6}5")
+    rev6.add(_rev6(6), "PTR", "host6.example.org.")
+    org.add("host6", "AAAA", f"{V6}6")
+
+    # -- HELO names -------------------------------------------------------------------
+    org.add("alias1", "A", f"{V4}.1")  # resolves to the client, not the PTR name
+    org.add("mxonly", "MX", "10 mail.example.org.")
+    org.add("txtonly", "TXT", '"exists"')
+    org.add("v6name", "AAAA", f"{V6}99")
+    org.add("helo-slow", "A", f"{V4}.1")
+
+    # -- sender domains --------------------------------------------------------------
+    org.add("@", "MX", "10 mail.example.org.")
+    org.add("nullmx", "MX", "0 .")
+    org.add("nullmx-a", "MX", "0 .").add("nullmx-a", "A", f"{V4}.50")
+    org.add("aonly", "A", f"{V4}.51")
+    org.add("v6only", "AAAA", f"{V6}52")
+    org.add("nomail", "TXT", '"v=spf1 -all"')
+    org.add("mxnowhere", "MX", "10 nothing-here.example.org.")
+    org.add("mx-slow", "MX", "10 mail.example.org.")
+    idn.add("@", "MX", "10 mail.example.org.")
+    return [rev4, rfc2317, rev6, org, net, idn]

@@ -1,0 +1,56 @@
+"""``rdnsgate audit`` over a range and a file, and a record changed by RFC 2136 update mid-test."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+from tests.harness.knot import KnotServer
+
+
+def rdnsgate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rdnsgate", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_audit_range_csv(knot: KnotServer) -> None:
+    proc = rdnsgate("audit", "192.0.2.0/27", "--format", "csv", "--nameserver", knot.nameserver, "--timeout", "0.5")
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 32
+    by_ip = {row["ip"]: row for row in rows}
+    assert by_ip["192.0.2.1"]["iprev"] == "pass" and by_ip["192.0.2.1"]["confirmed_name"] == "mail.example.org"
+    assert (by_ip["192.0.2.2"]["iprev"], by_ip["192.0.2.2"]["reason"]) == ("permerror", "no-ptr")
+    assert by_ip["192.0.2.5"]["reason"] == "ptr-mismatch"
+    assert "audited 32 addresses" in proc.stderr and "no-ptr" in proc.stderr
+    assert proc.returncode == 1
+
+
+def test_audit_file_with_helo_jsonl(knot: KnotServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    listing = tmp_path / "ips.txt"
+    listing.write_text(
+        "# sending servers\n192.0.2.1 mail.example.org\n2001:db8::1\nnot-an-ip\n192.0.2.7 nxhost.example.org\n"
+    )
+    proc = rdnsgate("audit", "--file", str(listing), "--format", "jsonl", "--nameserver", knot.nameserver)
+    rows = {row["ip"]: row for row in map(json.loads, proc.stdout.splitlines())}
+    assert set(rows) == {"192.0.2.1", "2001:db8::1", "192.0.2.7"}
+    assert rows["192.0.2.1"]["helo_result"] == "pass" and rows["192.0.2.1"]["helo_align"] == "pass"
+    assert rows["192.0.2.7"]["iprev"] == "pass" and rows["192.0.2.7"]["helo_reason"] == "unknown"
+    assert "not-an-ip" in proc.stderr and "skipped" in proc.stderr
+    assert proc.returncode == 1
+
+
+def test_dynamic_update_changes_the_verdict(knot: KnotServer) -> None:
+    before = json.loads(rdnsgate("check", "192.0.2.40", "--json", "--nameserver", knot.nameserver).stdout)
+    assert before["checks"]["iprev"]["reason"] == "no-ptr"
+    assert before["recheck"]["after_seconds"] == 600  # the reverse zone's SOA minimum
+    knot.update("2.0.192.in-addr.arpa", add=[("40", "PTR", "fixed40.example.org.")])
+    knot.update("example.org", add=[("fixed40", "A", "192.0.2.40")])
+    try:
+        after = json.loads(rdnsgate("check", "192.0.2.40", "--json", "--nameserver", knot.nameserver).stdout)
+        assert after["checks"]["iprev"]["result"] == "pass"
+        assert after["chain"]["confirmed_name"] == "fixed40.example.org"
+    finally:
+        knot.update("2.0.192.in-addr.arpa", delete=[("40", "PTR")])
+        knot.update("example.org", delete=[("fixed40", "A")])

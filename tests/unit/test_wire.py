@@ -1,0 +1,123 @@
+"""The wire codec against dnspython as an oracle, on generated messages."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rdnsgate.lookups.wire import (
+    SOA,
+    TYPES,
+    WireError,
+    decode_reply,
+    encode_query,
+    encode_question,
+    question_key,
+)
+
+label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+names = st.lists(label, min_size=1, max_size=5).map(".".join)
+ipv4 = st.ip_addresses(v=4).map(str)
+ipv6 = st.ip_addresses(v=6).map(str)
+
+
+@given(names, st.sampled_from(["A", "AAAA", "PTR", "MX"]), st.integers(0, 65535))
+def test_query_parses_in_dnspython(name: str, rtype: str, qid: int) -> None:
+    wire = encode_query(qid, encode_question(name, TYPES[rtype]))
+    message = dns.message.from_wire(wire)
+    assert message.id == qid
+    assert message.question[0].name == dns.name.from_text(name)
+    assert message.question[0].rdtype == dns.rdatatype.from_text(rtype)
+    assert message.edns == 0 and message.payload == 1232
+
+
+@settings(max_examples=200)
+@given(
+    qname=names,
+    ptrs=st.lists(names, min_size=0, max_size=6, unique=True),
+    addrs=st.lists(ipv4, max_size=4, unique=True),
+    addrs6=st.lists(ipv6, max_size=3, unique=True),
+    rcode=st.sampled_from([dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL]),
+    soa_min=st.integers(0, 86400),
+    ttl=st.integers(0, 2**31 - 1),
+)
+def test_reply_decodes_like_dnspython(
+    qname: str, ptrs: list[str], addrs: list[str], addrs6: list[str], rcode: int, soa_min: int, ttl: int
+) -> None:
+    query = dns.message.make_query(qname, "PTR")
+    reply = dns.message.make_response(query)
+    reply.set_rcode(rcode)
+    owner = dns.name.from_text(qname)
+    if ptrs:
+        reply.answer.append(dns.rrset.from_text(owner, ttl, "IN", "PTR", *[p + "." for p in ptrs]))
+    if addrs:
+        reply.answer.append(dns.rrset.from_text(owner, ttl, "IN", "A", *addrs))
+    if addrs6:
+        reply.answer.append(dns.rrset.from_text(owner, ttl, "IN", "AAAA", *addrs6))
+    reply.authority.append(dns.rrset.from_text(owner, 300, "IN", "SOA", f"ns.{qname}. h.{qname}. 7 1 1 1 {soa_min}"))
+    ours = decode_reply(reply.to_wire())
+    assert ours.qid == reply.id and ours.rcode == rcode and ours.qname == qname
+    assert sorted(rr.data for rr in ours.answer if rr.rtype == 12) == sorted(ptrs)  # type: ignore[type-var]
+    assert sorted(rr.data for rr in ours.answer if rr.rtype == 1) == sorted(addrs)  # type: ignore[type-var]
+    assert sorted(rr.data for rr in ours.answer if rr.rtype == 28) == sorted(  # type: ignore[type-var]
+        str(ipaddress.IPv6Address(a)) for a in addrs6
+    )
+    soa = ours.authority[0].data
+    assert isinstance(soa, SOA) and soa.minimum == soa_min and soa.serial == 7
+    assert all(rr.ttl == (ttl & 0x7FFFFFFF) for rr in ours.answer)
+
+
+def test_odd_bytes_in_names_are_escaped() -> None:
+    query = dns.message.make_query("12.2.0.192.in-addr.arpa", "PTR")
+    reply = dns.message.make_response(query)
+    target = dns.name.Name([b"<script>x y", b"a.b", b"example", b""])
+    reply.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "PTR", target.to_text()))
+    ours = decode_reply(reply.to_wire())
+    assert ours.answer[0].data == "<script>x\\032y.a\\046b.example"
+
+
+def test_mx_and_null_mx() -> None:
+    query = dns.message.make_query("example.org", "MX")
+    reply = dns.message.make_response(query)
+    reply.answer.append(dns.rrset.from_text("example.org.", 60, "IN", "MX", "0 .", "10 Mail.Example.org."))
+    ours = decode_reply(reply.to_wire())
+    assert sorted(rr.data for rr in ours.answer) == [(0, ""), (10, "mail.example.org")]  # type: ignore[type-var]
+
+
+@given(st.binary(max_size=600))
+def test_garbage_never_crashes(data: bytes) -> None:
+    for function in (decode_reply, question_key):
+        with contextlib.suppress(WireError):
+            function(data)
+
+
+def test_compression_loop_is_rejected() -> None:
+    header = bytes([0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0])
+    looping = header + bytes([0xC0, 12, 0, 1, 0, 1])  # a pointer to itself
+    with pytest.raises(WireError):
+        decode_reply(looping)
+
+
+def test_question_key_matches_reply_to_query() -> None:
+    question = encode_question("Mail.Example.ORG", 1)
+    wire = encode_query(4242, question)
+    reply = dns.message.make_response(dns.message.from_wire(wire)).to_wire()
+    assert question_key(reply) == question_key(wire) == (4242, question.lower())
+
+
+def test_bad_names_are_refused() -> None:
+    with pytest.raises(WireError):
+        encode_question("a" * 64 + ".example", 1)
+    with pytest.raises(WireError):
+        encode_question(".".join(["abcdefgh"] * 40), 1)
+    with pytest.raises(WireError):
+        encode_question("a..b", 1)
