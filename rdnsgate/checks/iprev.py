@@ -52,6 +52,9 @@ class PtrNames:
 
 def names_to_examine(ptr: Lookup, max_names: int = DEFAULT_MAX_PTR_NAMES) -> PtrNames:
     """Split the PTR data into names to look up, invalid names, and the overflow."""
+    if ptr.status is Status.ANSWER and len(ptr.records) == 1:  # the common case, cheaply
+        name = normalize(ptr.records[0])
+        return PtrNames((name,), (), ()) if is_hostname(name) else PtrNames((), (name,), ())
     valid: list[str] = []
     invalid: list[str] = []
     seen: set[str] = set()
@@ -65,11 +68,11 @@ def names_to_examine(ptr: Lookup, max_names: int = DEFAULT_MAX_PTR_NAMES) -> Ptr
     return PtrNames(tuple(valid[:max_names]), tuple(invalid), tuple(valid[max_names:]))
 
 
-def holds_address(lookup: Lookup, ip: IPAddress) -> bool:
-    """True when `lookup` answered with `ip` among its addresses."""
+def holds_address(lookup: Lookup, ip: IPAddress, ip_text: str | None = None) -> bool:
+    """True when `lookup` answered with `ip` (whose text is `ip_text`) among its addresses."""
     if lookup.status is not Status.ANSWER:
         return False
-    if str(ip) in lookup.records:  # records are canonical text: the common case
+    if (ip_text or str(ip)) in lookup.records:  # records are canonical text: the common case
         return True
     for text in lookup.records:
         try:
@@ -106,10 +109,11 @@ def evaluate_iprev(
         res = _result(Result.PERMERROR, "no-ptr", f"{ip} has no reverse DNS: {ptr.qname} {word}", (ptr,))
         return IprevReport(ip, res, ptr)
 
+    ip_text = str(ip)
     checked: list[ForwardName] = []
     for name in names.examined:
         lookup = forward.get(name) or Lookup(name, rtype, Status.ERROR, detail="not looked up")
-        checked.append(ForwardName(name, lookup, holds_address(lookup, ip)))
+        checked.append(ForwardName(name, lookup, holds_address(lookup, ip, ip_text)))
     lookups = (ptr, *(item.lookup for item in checked))
 
     def report(res: CheckResult, confirmed_name: str | None = None) -> IprevReport:
@@ -117,7 +121,7 @@ def evaluate_iprev(
 
     confirmed = next((item for item in checked if item.confirms), None)
     if confirmed is not None:
-        res = _result(Result.PASS, "confirmed", f"{confirmed.name} has {rtype} {ip}", lookups)
+        res = _result(Result.PASS, "confirmed", f"{confirmed.name} has {rtype} {ip_text}", lookups)
         return report(res, confirmed.name)
 
     temporary = [item for item in checked if item.lookup.temporary]

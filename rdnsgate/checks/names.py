@@ -94,4 +94,7 @@ def to_ascii_domain(domain: str) -> str:
 
 def reverse_pointer(ip: IPAddress) -> str:
     """The in-addr.arpa / ip6.arpa name of `ip`, without the trailing dot."""
+    if ip.version == 4:
+        a, b, c, d = ip.packed
+        return f"{d}.{c}.{b}.{a}.in-addr.arpa"
     return ip.reverse_pointer

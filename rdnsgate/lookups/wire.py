@@ -19,6 +19,7 @@ import ipaddress
 import re
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}
 TYPE_NAMES = {value: key for key, value in TYPES.items()}
@@ -38,6 +39,7 @@ _SOA_TAIL = struct.Struct("!5I")
 _MAX_POINTERS = 64
 _SAFE_LABEL = re.compile(rb"[A-Za-z0-9_-]+\Z")
 _SAFE_NAME = re.compile(rb"[A-Za-z0-9_.-]*\Z")
+_LENGTH = [bytes([n]) for n in range(64)]
 
 
 class WireError(ValueError):
@@ -55,15 +57,14 @@ class SOA:
 RData = str | tuple[int, str] | SOA | None
 
 
-@dataclass(frozen=True, slots=True)
-class RR:
+class RR(NamedTuple):
     name: str
     rtype: int
     ttl: int
     data: RData  # str: address or name; (preference, exchange) for MX; SOA; None if not decoded
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     qid: int
     flags: int
@@ -138,6 +139,10 @@ def encode_name(name: str) -> bytes:
         return b"\x00"
     if name.endswith(".") and not name.endswith("\\."):
         name = name[:-1]
+    if "\\" not in name and name.isascii():
+        labels = name.encode("ascii").split(b".")
+        if all(0 < len(label) <= 63 for label in labels) and len(name) <= 253:
+            return b"".join(_LENGTH[len(label)] + label for label in labels) + b"\x00"
     out = bytearray()
     try:
         for label in _split_labels(name):
@@ -240,11 +245,14 @@ def question_key(msg: bytes) -> tuple[int, bytes]:
     return (msg[0] << 8) | msg[1], msg[12:end].lower()
 
 
-def _read_rrs(msg: bytes, offset: int, count: int) -> tuple[list[RR], int]:
+def _read_rrs(msg: bytes, offset: int, count: int, qname: str) -> tuple[list[RR], int]:
     records = []
     size = len(msg)
     for _ in range(count):
-        name, offset = _read_name(msg, offset)
+        if offset + 1 < size and msg[offset] == 0xC0 and msg[offset + 1] == 12:
+            name, offset = qname, offset + 2  # a pointer to the question's name
+        else:
+            name, offset = _read_name(msg, offset)
         if offset + 10 > size:
             raise WireError("truncated resource record")
         rtype, rclass, ttl, rdlength = _RR.unpack_from(msg, offset)
@@ -280,7 +288,7 @@ def _read_rrs(msg: bytes, offset: int, count: int) -> tuple[list[RR], int]:
                     raise WireError("SOA record length mismatch")
                 serial, _refresh, _retry, _expire, minimum = _SOA_TAIL.unpack_from(msg, after)
                 data = SOA(mname, rname, serial, minimum)
-        records.append(RR(name, rtype, ttl & 0x7FFFFFFF, data))
+        records.append(RR(name, rtype, ttl & 0x7FFFFFFF, data))  # TTL: RFC 2181 §8
         offset = end
     return records, offset
 
@@ -301,6 +309,6 @@ def decode_reply(msg: bytes) -> Reply:
     offset += 4
     if flags & FLAG_TC:
         return Reply(qid, flags, flags & 0xF, qname, qtype, (), ())
-    answer, offset = _read_rrs(msg, offset, ancount)
-    authority, offset = _read_rrs(msg, offset, nscount)
+    answer, offset = _read_rrs(msg, offset, ancount, qname)
+    authority, offset = _read_rrs(msg, offset, nscount, qname)
     return Reply(qid, flags, flags & 0xF, qname, qtype, tuple(answer), tuple(authority))

@@ -6,13 +6,12 @@ Exit status: 0 every check passed, 1 a check failed, 3 a temporary DNS error
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import sys
-from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,7 +22,9 @@ from rdnsgate.config import CheckSettings, DnsSettings
 from rdnsgate.errors import RdnsgateError, UsageError
 from rdnsgate.frontends.cli import audit as audit_mod
 from rdnsgate.frontends.cli.check_view import render_check
+from rdnsgate.frontends.cli.runtime import run_loop, tune_gc
 from rdnsgate.lookups import build_resolver
+from rdnsgate.lookups.nameservers import resolve_nameservers
 from rdnsgate.model import Result
 from rdnsgate.policy.decide import decide
 from rdnsgate.policy.evaluate import Engine
@@ -39,7 +40,6 @@ app = typer.Typer(
 )
 
 EXIT = {Result.PASS: 0, Result.FAIL: 1, Result.TEMPERROR: 3}
-T = TypeVar("T")
 
 NameserverOpt = Annotated[
     list[str] | None,
@@ -52,15 +52,6 @@ NameserverOpt = Annotated[
 ]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the first try of each DNS question.", min=0.05)]
 TriesOpt = Annotated[int, typer.Option(help="Tries per DNS question, rotating over the nameservers.", min=1, max=10)]
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on uvloop when it is installed, else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 def fail_usage(message: str) -> typer.Exit:
@@ -115,7 +106,7 @@ def check(
         return {"report": report, "decisions": decisions}
 
     try:
-        result = run(go())
+        result = run_loop(go())
     except RdnsgateError as exc:
         raise fail_usage(str(exc)) from None
     report, decisions = result["report"], result["decisions"]
@@ -149,6 +140,15 @@ def audit(
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes checking at once, each with --concurrency addresses (default: one per core "
+            "for 4,096 addresses or more, else 1).",
+            min=1,
+            max=64,
+        ),
+    ] = None,
 ) -> None:
     """Check every address of ranges or a file; stream CSV or JSON lines, then a summary on stderr."""
     if not targets and file is None:
@@ -162,8 +162,20 @@ def audit(
     )
     err = Console(stderr=True, highlight=False)
     show_progress = err.is_terminal if progress is None else progress
+    if workers is None:
+        small = source.total is not None and source.total < 4096
+        workers = 1 if small else max(1, os.cpu_count() or 1)
     try:
-        summary = run(audit_mod.run_audit(source, dns, concurrency, output_format, sys.stdout, err, show_progress))
+        resolve_nameservers(dns.nameservers)  # a bad --nameserver is a usage error before any work starts
+        if workers > 1:
+            summary = audit_mod.run_audit_processes(
+                source, dns, concurrency, workers, output_format, sys.stdout, err, show_progress
+            )
+        else:
+            tune_gc()
+            summary = run_loop(
+                audit_mod.run_audit(source, dns, concurrency, output_format, sys.stdout, err, show_progress)
+            )
     except RdnsgateError as exc:
         raise fail_usage(str(exc)) from None
     audit_mod.print_summary(err, summary)

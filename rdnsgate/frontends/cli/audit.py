@@ -8,13 +8,17 @@ A bad file line is reported on stderr and skipped; the run goes on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import csv
+import io
 import ipaddress
 import json
+import multiprocessing
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,10 +29,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import CheckSettings, DnsSettings
-from rdnsgate.errors import UsageError
+from rdnsgate.errors import RdnsgateError, UsageError
+from rdnsgate.frontends.cli.runtime import run_loop, tune_gc
 from rdnsgate.lookups import build_resolver
 from rdnsgate.model import IPAddress, Result
 from rdnsgate.policy.evaluate import Engine
+
+MAX_NETWORK = 1 << 24
+
 
 MAX_NETWORK = 1 << 24
 COLUMNS = (
@@ -132,6 +140,16 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0
 
+    def count(self, iprev: str, reason: str, helo: str) -> None:
+        self.total += 1
+        self.iprev[iprev] += 1
+        self.reasons[reason] += 1
+        if helo:
+            self.helo[helo] += 1
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.count(*_counts(row))
+
     def exit_status(self) -> int:
         failed = (
             self.iprev[Result.FAIL]
@@ -169,20 +187,48 @@ async def _check(engine: Engine, target: Target) -> dict[str, Any]:
     return row
 
 
-class _Writer:
-    def __init__(self, fmt: Format, out: TextIO) -> None:
-        self.fmt = fmt
-        self.out = out
-        self.csv = csv.writer(out, lineterminator="\n") if fmt is Format.CSV else None
-        if self.csv is not None:
-            self.csv.writerow(COLUMNS)
+def format_row(fmt: Format, row: dict[str, Any]) -> str:
+    """One output line (with its newline) for a checked address."""
+    if fmt is Format.JSONL:
+        return json.dumps(row, separators=(",", ":")) + "\n"
+    buffer = io.StringIO()
+    values = [" ".join(row[key]) if key == "ptr_names" else row[key] for key in COLUMNS]
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
 
-    def write(self, row: dict[str, Any]) -> None:
-        if self.csv is not None:
-            values = [" ".join(row[key]) if key == "ptr_names" else row[key] for key in COLUMNS]
-            self.csv.writerow(values)
-        else:
-            self.out.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+def header(fmt: Format) -> str:
+    return ",".join(COLUMNS) + "\n" if fmt is Format.CSV else ""
+
+
+async def check_all(
+    next_target: Callable[[], Awaitable[Target | None]],
+    dns: DnsSettings,
+    concurrency: int,
+    emit: Callable[[dict[str, Any]], None],
+) -> None:
+    """`concurrency` workers take targets until `next_target` gives None; each row goes to `emit`."""
+    resolver = build_resolver(dns)
+    engine = Engine(resolver, CheckSettings())
+
+    async def worker() -> None:
+        while (target := await next_target()) is not None:
+            emit(await _check(engine, target))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await resolver.close()
+
+
+def _progress(err: Console, show: bool) -> Progress:
+    columns = (TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=err, disable=not show)
+
+
+def _report_bad(err: Console, summary: Summary, item: BadLine) -> None:
+    summary.skipped += 1
+    err.print(f"{item.where}: {item.message} (skipped)", markup=False)
 
 
 async def run_audit(
@@ -194,43 +240,175 @@ async def run_audit(
     err: Console,
     show_progress: bool,
 ) -> Summary:
-    resolver = build_resolver(dns)
-    engine = Engine(resolver, CheckSettings())
-    writer = _Writer(fmt, out)
+    """Audit in this process: one event loop, `concurrency` addresses at once."""
     summary = Summary()
     items = iter(source.items)
-    progress = Progress(
-        TextColumn("auditing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not show_progress,
-    )
+    progress = _progress(err, show_progress)
     task = progress.add_task("audit", total=source.total)
+    out.write(header(fmt))
 
-    async def worker() -> None:
+    async def next_target() -> Target | None:
         for item in items:
             if isinstance(item, BadLine):
-                summary.skipped += 1
-                err.print(f"{item.where}: {item.message} (skipped)", markup=False)
+                _report_bad(err, summary, item)
                 continue
-            row = await _check(engine, item)
-            writer.write(row)
-            summary.total += 1
-            summary.iprev[row["iprev"]] += 1
-            summary.reasons[row["reason"]] += 1
-            if row["helo_result"]:
-                summary.helo[row["helo_result"]] += 1
-            if show_progress:
-                progress.advance(task)
+            return item
+        return None
+
+    def emit(row: dict[str, Any]) -> None:
+        out.write(format_row(fmt, row))
+        summary.add(row)
+        if show_progress:
+            progress.advance(task)
 
     try:
         with progress:
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await check_all(next_target, dns, concurrency, emit)
     finally:
-        await resolver.close()
         out.flush()
+    summary.elapsed = time.monotonic() - summary.started
+    return summary
+
+
+# -- several processes ---------------------------------------------------------------------
+
+BATCH = 256
+_DONE = "done"
+_ERROR = "error"
+
+
+def _child(tasks: Any, results: Any, dns: DnsSettings, concurrency: int, fmt: Format) -> None:
+    """A worker process: check the batches of (ip, helo) it takes, send back text and counts."""
+    tune_gc()
+    try:
+        run_loop(_child_async(tasks, results, dns, concurrency, fmt))
+    except Exception as exc:
+        results.put((_ERROR, f"{type(exc).__name__}: {exc}"))
+        return
+    results.put((_DONE, None))
+
+
+async def _child_async(tasks: Any, results: Any, dns: DnsSettings, concurrency: int, fmt: Format) -> None:
+    loop = asyncio.get_running_loop()
+    pending: collections.deque[tuple[str, str | None]] = collections.deque()
+    refill = asyncio.Lock()
+    finished = False
+    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
+
+    async def next_target() -> Target | None:
+        nonlocal finished
+        while not pending:
+            if finished:
+                return None
+            async with refill:
+                if pending or finished:
+                    continue
+                batch = await loop.run_in_executor(None, tasks.get)
+                if batch is None:
+                    finished = True
+                else:
+                    pending.extend(batch)
+        ip, helo = pending.popleft()
+        return Target(parse_ip(ip), helo)
+
+    def flush() -> None:
+        if lines:
+            results.put(("rows", ("".join(lines), [_counts(row) for row in rows])))
+            lines.clear()
+            rows.clear()
+
+    def emit(row: dict[str, Any]) -> None:
+        lines.append(format_row(fmt, row))
+        rows.append(row)
+        if len(lines) >= BATCH:
+            flush()
+
+    await check_all(next_target, dns, concurrency, emit)
+    flush()
+
+
+def _counts(row: dict[str, Any]) -> tuple[str, str, str]:
+    return row["iprev"], row["reason"], row["helo_result"]
+
+
+def run_audit_processes(
+    source: Source,
+    dns: DnsSettings,
+    concurrency: int,
+    workers: int,
+    fmt: Format,
+    out: TextIO,
+    err: Console,
+    show_progress: bool,
+) -> Summary:
+    """Audit with `workers` processes, each with its own event loop and `concurrency` addresses at once.
+
+    The parent hands out batches through a bounded queue (memory stays flat),
+    writes the rows as they come back, and keeps the summary.
+    """
+    # Fork (where there is one) before this process has a thread or an event loop: the
+    # children start at once with everything imported.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    tasks = context.Queue(maxsize=workers * 4)
+    results = context.Queue()
+    children = [
+        context.Process(target=_child, args=(tasks, results, dns, concurrency, fmt), daemon=True)
+        for _ in range(workers)
+    ]
+    for child in children:
+        child.start()
+    summary = Summary()
+    feeder_error: list[BaseException] = []
+
+    def feed() -> None:
+        batch: list[tuple[str, str | None]] = []
+        try:
+            for item in source.items:
+                if isinstance(item, BadLine):
+                    _report_bad(err, summary, item)
+                    continue
+                batch.append((str(item.ip), item.helo))
+                if len(batch) >= BATCH:
+                    tasks.put(batch)
+                    batch = []
+            if batch:
+                tasks.put(batch)
+        except BaseException as exc:
+            feeder_error.append(exc)
+        finally:
+            for _ in children:
+                tasks.put(None)
+
+    feeder = threading.Thread(target=feed, name="audit-feeder", daemon=True)
+    feeder.start()
+    progress = _progress(err, show_progress)
+    task = progress.add_task("audit", total=source.total)
+    out.write(header(fmt))
+    done = 0
+    with progress:
+        while done < len(children):
+            kind, payload = results.get()
+            if kind == _DONE:
+                done += 1
+            elif kind == _ERROR:
+                for child in children:
+                    child.terminate()
+                raise RdnsgateError(f"an audit worker failed: {payload}")
+            else:
+                text, counts = payload
+                out.write(text)
+                for iprev, reason, helo in counts:
+                    summary.count(iprev, reason, helo)
+                if show_progress:
+                    progress.advance(task, len(counts))
+    out.flush()
+    feeder.join()
+    for child in children:
+        child.join(timeout=10)
+    if feeder_error:
+        raise feeder_error[0]
     summary.elapsed = time.monotonic() - summary.started
     return summary
 
