@@ -350,7 +350,7 @@ def run_audit_processes(
     # Fork (where there is one) before this process has a thread or an event loop: the
     # children start at once with everything imported.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    context: Any = multiprocessing.get_context(method)
     tasks = context.Queue(maxsize=workers * 4)
     results = context.Queue()
     children = [
