@@ -17,7 +17,6 @@ MAX_LABEL = 63
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\Z")
-_NUMERIC_TLD = re.compile(r"(?:.*\.)?[0-9]+\Z")
 
 
 def normalize(name: str) -> str:
@@ -35,7 +34,7 @@ def is_hostname(name: str) -> bool:
     """
     if not name or len(name) > MAX_NAME or not _HOSTNAME.match(name):
         return False
-    return not _NUMERIC_TLD.match(name)
+    return not name.rpartition(".")[2].isdigit()
 
 
 def is_fqdn(name: str) -> bool:

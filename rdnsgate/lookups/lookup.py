@@ -112,7 +112,7 @@ class Resolver:
                     )
                 seen.add(target)
             if found:
-                return self._answer(qname, qtype, found, min(ttl, *(rr.ttl for rr in found)), chain)
+                return self._answer(qname, qtype, found, min(ttl, min(rr.ttl for rr in found)), chain)
             negative_ttl, zone = _negative(reply)
             if reply.rcode == RCODE_NXDOMAIN:
                 return self._negative(qname, qtype, Status.NXDOMAIN, negative_ttl, zone, chain)
@@ -127,6 +127,8 @@ class Resolver:
         if qtype == "MX":
             mx = tuple(MX(rr.data[0], rr.data[1]) for rr in found if isinstance(rr.data, tuple))
             records = tuple(dict.fromkeys(item.exchange for item in mx))
+        elif len(found) == 1 and isinstance(found[0].data, str):
+            records = (found[0].data,)
         else:
             records = tuple(dict.fromkeys(rr.data for rr in found if isinstance(rr.data, str)))
         return Lookup(qname, qtype, Status.ANSWER, records, mx, ttl, tuple(chain))

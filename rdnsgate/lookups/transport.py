@@ -43,6 +43,7 @@ from rdnsgate.model import Status
 log = logging.getLogger(__name__)
 
 _jitter = random.Random()
+SWEEP_INTERVAL = 0.05  # seconds: how late a UDP timeout may fire
 
 
 class _QueryIds:
@@ -158,6 +159,22 @@ class DnsClient:
         self._sockets: dict[Nameserver, list[_UdpSocket]] = {}
         self._next = 0
         self._opening: asyncio.Lock | None = None
+        # One sweeper expires overdue UDP queries, instead of a timer per query.
+        self._deadlines: dict[asyncio.Future[bytes | Failure | None], float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def _ensure_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for future, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[future]
+                if not future.done():
+                    future.set_result(None)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop) if self._deadlines else None
 
     async def _open_sockets(self, server: Nameserver) -> list[_UdpSocket]:
         if self._opening is None:
@@ -201,6 +218,9 @@ class DnsClient:
             self._release_one()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for pool in self._sockets.values():
             for item in pool:
                 if item.transport is not None:
@@ -268,13 +288,14 @@ class DnsClient:
             while key in sock.pending:
                 key = (_ids.next(), lowered)
             sock.pending[key] = future
-            timer = loop.call_later(wait, _expire, future)
+            self._deadlines[future] = loop.time() + wait
+            self._ensure_sweeper(loop)
             transport.sendto(encode_query(key[0], question, self.udp_size))
             self.stats.sent_udp += 1
             try:
                 data = await future
             finally:
-                timer.cancel()
+                self._deadlines.pop(future, None)
                 if sock.pending.get(key) is future:
                     del sock.pending[key]
         finally:
@@ -321,8 +342,3 @@ class DnsClient:
             return decode_reply(data)
         except WireError as exc:
             return Failure(Status.ERROR, f"malformed TCP reply from {server}: {exc}")
-
-
-def _expire(future: asyncio.Future[bytes | Failure | None]) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -38,7 +38,7 @@ class Engine:
         deadline = deadline or self._deadline()
         ptr = await self.resolver.lookup(reverse_pointer(ip), "PTR", deadline)
         names = names_to_examine(ptr, self.settings.max_ptr_names)
-        forward = await lookup_all(self.resolver, names.examined, forward_type(ip), deadline)
+        forward = await lookup_all(self.resolver, names.examined, forward_type(ip), deadline) if names.examined else {}
         return evaluate_iprev(ip, ptr, forward, self.settings.max_ptr_names)
 
     async def helo_lookups(self, form: HeloForm, deadline: float | None = None) -> HeloLookups:

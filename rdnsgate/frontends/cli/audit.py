@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import csv
-import io
 import ipaddress
 import json
 import multiprocessing
+import re
 import sys
 import threading
 import time
@@ -187,14 +186,22 @@ async def _check(engine: Engine, target: Target) -> dict[str, Any]:
     return row
 
 
+_CSV_PLAIN = re.compile(r'[^",\r\n]*\Z')
+
+
+def _csv_field(value: str) -> str:
+    """RFC 4180: quote a field holding a comma, quote or line break (as the csv module would)."""
+    if _CSV_PLAIN.match(value):
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
 def format_row(fmt: Format, row: dict[str, Any]) -> str:
     """One output line (with its newline) for a checked address."""
     if fmt is Format.JSONL:
         return json.dumps(row, separators=(",", ":")) + "\n"
-    buffer = io.StringIO()
     values = [" ".join(row[key]) if key == "ptr_names" else row[key] for key in COLUMNS]
-    csv.writer(buffer, lineterminator="\n").writerow(values)
-    return buffer.getvalue()
+    return ",".join(map(_csv_field, values)) + "\n"
 
 
 def header(fmt: Format) -> str:
