@@ -18,6 +18,29 @@ from rdnsgate.model import Check, CheckResult, IPAddress, IprevReport, Lookup, R
 
 MAX_HELO = 255
 
+REASONS = {
+    "not-given": "none: no HELO name to judge (a check without --helo)",
+    "helo-missing": "fail: the client sent MAIL without HELO/EHLO",
+    "literal": "pass: a valid address literal such as [192.0.2.1]",
+    "bare-ip": "fail: an IP address without the brackets of a literal",
+    "invalid": "permerror: not an RFC 1123 host name, or a broken literal",
+    "not-fqdn": "fail: a single label such as localhost",
+    "exists": "pass: the name has an A or AAAA record",
+    "unknown": "fail: the name does not exist",
+    "no-address": "fail: the name exists but has no A, AAAA or MX record",
+    "mx-only": "fail: the name has an MX record but no address (Postfix accepts it)",
+    "helo-lookup": "temperror: a lookup of the name failed temporarily",
+}
+ALIGN_REASONS = {
+    "ptr-name": "pass: the HELO name is the client's confirmed PTR name",
+    "resolves-to-ip": "pass: the HELO name resolves to the client IP",
+    "literal": "pass: the address literal is the client IP",
+    "literal-mismatch": "fail: the address literal is another address",
+    "mismatch": "fail: neither the PTR name nor a name of the client IP",
+    "lookup": "temperror: a lookup needed for the comparison failed",
+    "not-checked": "none: no usable HELO name to compare",
+}
+
 
 class Form(StrEnum):
     NOT_GIVEN = "not-given"  # no HELO to judge (a CLI check without --helo)

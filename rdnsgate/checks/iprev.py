@@ -37,6 +37,16 @@ from rdnsgate.model import (
 
 DEFAULT_MAX_PTR_NAMES = 10
 
+REASONS = {
+    "confirmed": "pass: a PTR name resolves back to the client IP",
+    "no-ptr": "permerror: the reverse name does not exist or has no PTR record",
+    "ptr-lookup": "temperror: the PTR lookup timed out or failed",
+    "forward-lookup": "temperror: no name confirmed and a forward lookup failed temporarily",
+    "invalid-ptr": "fail: the PTR data holds no valid host name",
+    "ptr-name-unknown": "fail: every examined PTR name does not exist",
+    "ptr-mismatch": "fail: no examined PTR name has the client IP among its addresses",
+}
+
 
 def forward_type(ip: IPAddress) -> str:
     """The record type that must lead back to `ip`: A or AAAA."""

@@ -17,6 +17,21 @@ from rdnsgate.model import Check, CheckResult, Lookup, Result, Status
 
 MAX_PATH = 256  # RFC 5321 §4.5.3.1.3
 
+REASONS = {
+    "not-given": "none: no sender to judge (a check without --sender)",
+    "null-sender": "none: the null reverse-path <> of a bounce is never refused",
+    "address-literal": "none: the domain is an address literal; nothing to look up",
+    "invalid-address": "permerror: the address or its domain is not valid syntax",
+    "not-fqdn": "fail: the address has no domain, or a single-label one",
+    "mx": "pass: the domain has MX records",
+    "address": "pass: no MX, but an A or AAAA record (RFC 5321 §5.1)",
+    "null-mx": "fail: a null MX (RFC 7505): the domain handles no mail",
+    "unknown-domain": "fail: the domain does not exist",
+    "no-mail-records": "fail: the domain has no MX, A or AAAA record",
+    "mx-lookup": "temperror: the MX lookup failed temporarily",
+    "address-lookup": "temperror: the A/AAAA lookup failed temporarily",
+}
+
 
 class Form(StrEnum):
     NOT_GIVEN = "not-given"

@@ -175,3 +175,27 @@ def get_profile(name: str) -> Profile:
         return BUILTIN[name]
     except KeyError:
         raise ConfigError(f"unknown profile {name!r} (one of {', '.join(BUILTIN)})") from None
+
+
+def rules_markdown() -> str:
+    """The built-in profiles' rules as one Markdown table (docs/profiles.md embeds it)."""
+    keys = sorted({key for profile in BUILTIN.values() for key in profile.rules}, key=_key_order)
+    lines = ["| outcome | " + " | ".join(f"`{name}`" for name in BUILTIN) + " |", "|---" * (len(BUILTIN) + 1) + "|"]
+    for key in keys:
+        cells = []
+        for profile in BUILTIN.values():
+            rule = profile.rules.get(key)
+            if rule is None:
+                cells.append("")
+            elif rule.code is None:
+                cells.append(rule.action.value)
+            else:
+                cells.append(f"{rule.action.value} `{rule.code} {rule.enhanced}` {rule.text}")
+        outcome = " ".join(part for part in key if part)
+        lines.append(f"| `{outcome}` | " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def _key_order(key: tuple[str, str, str]) -> tuple[int, str, str]:
+    order = {"iprev": 0, "helo": 1, "helo-align": 2, "sender": 3, "*": 4}
+    return order.get(key[0], 5), key[1], key[2]
