@@ -85,6 +85,7 @@ class ClientStats:
     sent_tcp: int = 0
     timeouts: int = 0
     dropped: int = 0  # datagrams that matched no query, or were not DNS
+    peak_inflight: int = 0
     rcodes: dict[int, int] = field(default_factory=dict)
 
 
@@ -280,6 +281,8 @@ class DnsClient:
             await self._slot()
         else:
             self.inflight += 1
+        if self.inflight > self.stats.peak_inflight:
+            self.stats.peak_inflight = self.inflight
         try:
             loop = asyncio.get_running_loop()
             future: asyncio.Future[bytes | Failure | None] = loop.create_future()

@@ -102,4 +102,7 @@ def zones() -> list[Zone]:
     org.add("mxnowhere", "MX", "10 nothing-here.example.org.")
     org.add("mx-slow", "MX", "10 mail.example.org.")
     idn.add("@", "MX", "10 mail.example.org.")
+    for hop in range(10):  # a chain of 10 CNAMEs: longer than the resolver follows
+        org.add(f"chain{hop}", "CNAME", f"chain{hop + 1}.example.org.")
+    org.add("chain10", "A", f"{V4}.1")
     return [rev4, rfc2317, rev6, org, net, idn]

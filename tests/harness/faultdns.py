@@ -40,6 +40,7 @@ class Fault(StrEnum):
     WRONG_ID_THEN_RIGHT = "wrong-id-then-right"
     CNAME_LOOP = "cname-loop"  # name -> loop-b.<name> -> name
     HUGE_TXT = "huge-txt"  # the real answer plus ~20 KB of TXT in the additional section
+    DROP_FIRST = "drop-first"  # no reply to the first query of this name and type, then the real answers
 
 
 @dataclass
@@ -55,6 +56,7 @@ class FaultResponder:
         self.rules: dict[tuple[str, str], Fault] = {}
         self.seen: list[tuple[str, str, str]] = []  # (transport, name, type)
         self.counts = Counts()
+        self._dropped: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
@@ -67,6 +69,12 @@ class FaultResponder:
     def clear(self) -> None:
         self.rules.clear()
         self.seen.clear()
+        self._dropped.clear()
+
+    def asked(self, name: str, rtype: str) -> int:
+        """How often (name, type) was asked, over UDP and TCP."""
+        name = name.lower().rstrip(".")
+        return sum(1 for _, n, t in self.seen if n.lower() == name and t == rtype)
 
     def _fault_for(self, query: dns.message.Message) -> Fault | None:
         question = query.question[0]
@@ -93,6 +101,12 @@ class FaultResponder:
                 ("tcp" if tcp else "udp", question.name.to_text(True), dns.rdatatype.to_text(question.rdtype))
             )
         fault = self._fault_for(query)
+        if fault is Fault.DROP_FIRST:
+            key = (question.name.to_text(True).lower(), dns.rdatatype.to_text(question.rdtype))
+            with self._lock:
+                first = key not in self._dropped
+                self._dropped.add(key)
+            fault = Fault.TIMEOUT if first else None
         if fault is None:
             return [self._forward(query, tcp).to_wire()]
         if fault is Fault.TIMEOUT:
