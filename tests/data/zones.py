@@ -101,6 +101,8 @@ def zones() -> list[Zone]:
     org.add("nomail", "TXT", '"v=spf1 -all"')
     org.add("mxnowhere", "MX", "10 nothing-here.example.org.")
     org.add("mx-slow", "MX", "10 mail.example.org.")
+    org.add("a-slow", "TXT", '"no MX: the A/AAAA fallback is asked"')
+    org.add("mx-helo-slow", "TXT", '"no address: MX is asked"')
     idn.add("@", "MX", "10 mail.example.org.")
     for hop in range(10):  # a chain of 10 CNAMEs: longer than the resolver follows
         org.add(f"chain{hop}", "CNAME", f"chain{hop + 1}.example.org.")

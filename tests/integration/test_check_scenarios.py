@@ -150,6 +150,13 @@ SCENARIOS = [
     S("v6-aaaa-mismatch", ["2001:db8::4"], "fail/ptr-mismatch"),
     S("v6-second-name-confirms", ["2001:db8::5"], "pass/confirmed", confirmed="second6.example.org"),
     S(
+        "v6-forward-timeout",
+        ["2001:db8::6"],
+        "temperror/forward-lookup",
+        exit=3,
+        faults=[("host6.example.org", "AAAA", Fault.TIMEOUT)],
+    ),
+    S(
         "v6-ptr-timeout",
         ["2001:db8::6"],
         "temperror/ptr-lookup",
@@ -243,6 +250,32 @@ SCENARIOS = [
         profiles={"classic": ("tempfail", 451), "postfix": ("tempfail", 450)},
     ),
     S(
+        "helo-mx-timeout",
+        [C, "--helo", "mx-helo-slow.example.org"],
+        "pass/confirmed",
+        "temperror/helo-lookup",
+        exit=3,
+        faults=[("mx-helo-slow.example.org", "MX", Fault.TIMEOUT)],
+    ),
+    S(
+        "helo-missing",
+        [C, "--helo", ""],
+        "pass/confirmed",
+        "fail/helo-missing",
+        "none/not-checked",
+        exit=1,
+        profiles={"classic": ("reject", 503), "postfix": ("reject", 503), "strict": ("reject", 503)},
+    ),
+    S(
+        "helo-align-undecidable",
+        ["192.0.2.17", "--helo", "other.example.org"],
+        "temperror/ptr-lookup",
+        "pass/exists",
+        "temperror/lookup",
+        exit=3,
+        faults=[(f"17.{REV}", "PTR", Fault.TIMEOUT)],
+    ),
+    S(
         "helo-uppercase-trailing-dot",
         [C, "--helo", "MAIL.EXAMPLE.ORG."],
         "pass/confirmed",
@@ -296,6 +329,14 @@ SCENARIOS = [
         sender="temperror/mx-lookup",
         exit=3,
         faults=[("mx-slow.example.org", "MX", Fault.TIMEOUT)],
+    ),
+    S(
+        "sender-address-fallback-timeout",
+        [C, "--sender", "bob@a-slow.example.org"],
+        "pass/confirmed",
+        sender="temperror/address-lookup",
+        exit=3,
+        faults=[("a-slow.example.org", "A", Fault.TIMEOUT)],
     ),
     S("sender-no-domain", [C, "--sender", "bob"], "pass/confirmed", sender="fail/not-fqdn"),
     S(
@@ -433,6 +474,10 @@ def test_scenarios_cover_every_reason() -> None:
         "temperror/mx-lookup",
         "permerror/invalid-address",
         "none/address-literal",
+        "temperror/address-lookup",
+        "fail/helo-missing",
+        "temperror/lookup",
+        "none/not-given",
     }
     assert expected <= reasons, expected - reasons
     assert len(SCENARIOS) >= 60
