@@ -172,3 +172,18 @@ async def test_junk_replies_are_dropped_not_believed(faults: FaultResponder, fau
         assert resolver.client.stats.dropped >= 2
     finally:
         await resolver.close()
+
+
+async def test_ipv6_nameserver(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.data.zones import zones
+
+    with KnotServer(tmp_path, zones(), address="::1") as server:
+        assert server.nameserver.startswith("[::1]:")
+        resolver = resolver_for(server.nameserver)
+        try:
+            found = await resolver.lookup(
+                "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", "PTR"
+            )
+            assert sorted(found.records) == ["first6.example.org", "second6.example.org"]
+        finally:
+            await resolver.close()
