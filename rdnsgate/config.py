@@ -1,14 +1,27 @@
 """Typed settings with their defaults and meaning, validated where they are made.
 
-The one place that says what can be configured.  The CLI builds these from
-its options; every other layer receives them and reads nothing else.
+The one place that says what can be configured.  Settings come, in rising
+precedence, from the defaults here, ``rdnsgate.toml`` (sections ``[dns]``,
+``[checks]``, ``[gateway]``, ``[storage]``), ``RDNSGATE_SECTION_KEY``
+environment variables, and command-line flags.  An unknown key or a value of
+the wrong type is a `ConfigError` that names the file and key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from rdnsgate.errors import ConfigError
+
+ENV_PREFIX = "RDNSGATE_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +57,69 @@ class CheckSettings:
         _positive("checks.deadline", self.deadline)
 
 
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """The SMTP before-queue proxy."""
+
+    listen: tuple[str, ...] = ("127.0.0.1:2525",)  # HOST:PORT, [IPv6]:PORT; repeatable
+    profile: str = "classic"  # classic, postfix, strict, monitor
+    next_hop: str = ""  # smtp://HOST:PORT; empty: deliver into a Maildir
+    maildir: str = "var/mail"  # the Maildir used when there is no next hop
+    relay_domains: tuple[str, ...] = ()  # recipient domains accepted (never an open relay)
+    hostname: str = ""  # name in the banner and Received; empty: this host's FQDN
+    authserv_id: str = ""  # Authentication-Results authserv-id; empty: the hostname
+    check_url: str = ""  # check page appended to refusals, e.g. https://rdns.example/check
+    reject_footer: str = ""  # text appended to every refusal
+    overrides: tuple[str, ...] = ()  # "CHECK=off|log|tempfail ...|reject ..." per check
+    max_message_size: int = 26_214_400  # bytes (SIZE)
+    max_recipients: int = 100  # per message
+    command_timeout: float = 300.0  # seconds a client may stay silent
+    next_hop_timeout: float = 60.0  # seconds for each next-hop step
+    max_sessions: int = 1000  # concurrent sessions in all
+    max_sessions_per_ip: int = 20  # concurrent sessions per client IP
+    tls_cert: str = ""  # PEM certificate chain: STARTTLS is offered when set
+    tls_key: str = ""  # PEM private key
+    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose PROXY header and XCLIENT are believed
+    proxy_protocol: bool = False  # expect a PROXY v1/v2 header from trusted proxies
+    whitelist_refresh: float = 5.0  # seconds between whitelist reloads
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ConfigError("gateway.listen needs at least one HOST:PORT")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("gateway.tls_cert and gateway.tls_key must be given together")
+        if self.next_hop and not self.next_hop.startswith("smtp://"):
+            raise ConfigError(f"gateway.next_hop must look like smtp://HOST:PORT, not {self.next_hop!r}")
+        for key in ("max_message_size", "max_recipients", "max_sessions", "max_sessions_per_ip"):
+            _positive(f"gateway.{key}", getattr(self, key))
+        for key in ("command_timeout", "next_hop_timeout", "whitelist_refresh"):
+            _positive(f"gateway.{key}", getattr(self, key))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Where the whitelist and the decision log live."""
+
+    url: str = "sqlite:///var/rdnsgate.db"  # SQLAlchemy URL; postgresql://... for several nodes
+    decision_queue: int = 10_000  # decisions waiting to be written; beyond that they are counted and dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    checks: CheckSettings = field(default_factory=CheckSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "dns": DnsSettings,
+    "checks": CheckSettings,
+    "gateway": GatewaySettings,
+    "storage": StorageSettings,
+}
+
+
 def _positive(key: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"{key} must be greater than 0, not {value!r}")
@@ -52,3 +128,111 @@ def _positive(key: str, value: float) -> None:
 def _at_least(key: str, value: float, low: float) -> None:
     if value < low:
         raise ConfigError(f"{key} must be at least {low}, not {value!r}")
+
+
+def _kind(cls: type[Any], name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints[name]
+
+
+def _coerce(value: Any, kind: Any, where: str, from_text: bool) -> Any:
+    """`value` as `kind` (str, int, float, bool, tuple[str, ...]); from_text for env variables."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and str(value).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return str(value).lower() in ("1", "true", "yes", "on")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text and str(value).strip().lstrip("-").isdigit():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(kind) is tuple:
+        if isinstance(value, str) and from_text:
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+    name = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+    if isinstance(kind, types.GenericAlias):
+        name = "a list of strings"
+    raise ConfigError(f"{where}: expected {name}, found {value!r}")
+
+
+def _section(cls: type[Any], values: Mapping[str, Any], where: str, from_text: bool = False) -> dict[str, Any]:
+    known = {item.name for item in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in known:
+            hint = ", ".join(sorted(known))
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {hint})")
+        out[key] = _coerce(value, _kind(cls, key), f"{where}.{key}", from_text)
+    return out
+
+
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Defaults < `path` (TOML) < `env` (RDNSGATE_SECTION_KEY) < `overrides` (flags)."""
+    merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        for name, values in data.items():
+            if name not in SECTIONS or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(SECTIONS)})")
+            merged[name].update(_section(SECTIONS[name], values, f"{path}: {name}"))
+    for variable, value in (env if env is not None else os.environ).items():
+        if not variable.startswith(ENV_PREFIX) or variable == ENV_PREFIX + "CONFIG":
+            continue
+        rest = variable[len(ENV_PREFIX) :].lower()
+        section = next((name for name in SECTIONS if rest.startswith(name + "_")), None)
+        if section is None:
+            raise ConfigError(f"environment {variable}: no such section (RDNSGATE_<{'|'.join(SECTIONS).upper()}>_KEY)")
+        key = rest[len(section) + 1 :]
+        merged[section].update(_section(SECTIONS[section], {key: value}, f"environment {variable}", from_text=True))
+    for name, values in (overrides or {}).items():
+        merged[name].update({key: value for key, value in values.items() if value is not None})
+    try:
+        return Settings(**{name: SECTIONS[name](**values) for name, values in merged.items()})
+    except TypeError as exc:  # pragma: no cover - _section catches unknown keys first
+        raise ConfigError(str(exc)) from None
+
+
+def describe(settings: Settings) -> str:
+    """The effective settings as TOML, for ``rdnsgate config show``."""
+    lines = []
+    for name in SECTIONS:
+        lines.append(f"[{name}]")
+        section = getattr(settings, name)
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if isinstance(value, tuple):
+                text = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = f'"{value}"'
+            else:
+                text = repr(value)
+            lines.append(f"{item.name} = {text}")
+        lines.append("")
+    return "\n".join(lines)

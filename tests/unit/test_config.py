@@ -1,0 +1,44 @@
+"""Settings: file < environment < flags; unknown keys and wrong types name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rdnsgate.config import describe, load_settings
+from rdnsgate.errors import ConfigError
+
+
+def test_defaults_file_env_flags(tmp_path: Path) -> None:
+    path = tmp_path / "rdnsgate.toml"
+    path.write_text('[gateway]\nprofile = "strict"\nlisten = ["127.0.0.1:25", "[::1]:25"]\n[dns]\ntimeout = 1\n')
+    settings = load_settings(
+        path, env={"RDNSGATE_DNS_TRIES": "5", "RDNSGATE_GATEWAY_RELAY_DOMAINS": "a.example, b.example"}
+    )
+    assert settings.gateway.profile == "strict" and settings.gateway.listen == ("127.0.0.1:25", "[::1]:25")
+    assert settings.dns.timeout == 1.0 and settings.dns.tries == 5
+    assert settings.gateway.relay_domains == ("a.example", "b.example")
+    flagged = load_settings(path, env={}, overrides={"gateway": {"profile": "monitor", "next_hop": None}})
+    assert flagged.gateway.profile == "monitor"
+    assert "[gateway]" in describe(flagged) and 'profile = "monitor"' in describe(flagged)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[gateway]\nprofle = 'x'\n", {}, "unknown key 'profle'"),
+        ("[gatewy]\n", {}, "unknown section"),
+        ("[dns]\ntimeout = 'soon'\n", {}, "dns.timeout: expected float"),
+        ("[dns]\ntries = 0\n", {}, "dns.tries must be greater than 0"),
+        ("[gateway]\ntls_cert = 'a.pem'\n", {}, "must be given together"),
+        ("", {"RDNSGATE_DNS_TRIES": "many"}, "environment RDNSGATE_DNS_TRIES"),
+        ("", {"RDNSGATE_NOPE_X": "1"}, "no such section"),
+        ("not toml = = 1", {}, "not valid TOML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    path = tmp_path / "rdnsgate.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path, env=env)
