@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -151,3 +152,41 @@ class Report:
             if item.check is check:
                 return item
         raise KeyError(check)
+
+
+@dataclass(frozen=True, slots=True)
+class WhitelistEntry:
+    """A sender that skips the checks: an IP network (a single IP is a /32 or /128) or a sender domain."""
+
+    kind: str  # "network" or "domain"
+    value: str  # normalised: "198.51.100.0/24", "2001:db8::7/128", "example.org" (A-labels)
+    reason: str
+    ticket: str | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    id: int | None = None
+
+    def describe(self) -> str:
+        ticket = f" [{self.ticket}]" if self.ticket else ""
+        return f"{self.value}{ticket}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One decision as the log stores it: enough to answer "why was my mail refused?"."""
+
+    at: datetime
+    session: str
+    client_ip: str
+    ptr: str | None
+    helo: str | None
+    sender: str | None
+    recipients: tuple[str, ...]
+    profile: str
+    action: str
+    stage: str | None
+    reply: str | None
+    checks: dict[str, dict[str, str]]  # check -> {"result", "reason", "detail"}
+    whitelisted: str | None = None
+    node: str = ""
+    id: int | None = None

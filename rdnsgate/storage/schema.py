@@ -1,0 +1,43 @@
+"""Tables (SQLAlchemy Core).  Changes go through an Alembic migration in migrations/versions."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+whitelist = sa.Table(
+    "whitelist",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # network | domain
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("ticket", sa.String(100), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("kind", "value", name="uq_whitelist_kind_value"),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("node", sa.String(255), nullable=False, server_default=""),
+    sa.Column("session", sa.String(64), nullable=False),
+    sa.Column("client_ip", sa.String(45), nullable=False),
+    sa.Column("ptr", sa.String(255), nullable=True),
+    sa.Column("helo", sa.String(255), nullable=True),
+    sa.Column("sender", sa.String(320), nullable=True),
+    sa.Column("recipients", sa.JSON, nullable=False),
+    sa.Column("profile", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("stage", sa.String(8), nullable=True),
+    sa.Column("reply", sa.Text, nullable=True),
+    sa.Column("checks", sa.JSON, nullable=False),
+    sa.Column("whitelisted", sa.Text, nullable=True),
+    sa.Index("ix_decisions_ip_at", "client_ip", "at"),
+    sa.Index("ix_decisions_at", "at"),
+    sa.Index("ix_decisions_sender", "sender"),
+)

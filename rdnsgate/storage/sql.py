@@ -1,0 +1,213 @@
+"""The store: whitelist and decision log through SQLAlchemy Core (async).
+
+One implementation for SQLite (``sqlite:///var/rdnsgate.db``, the embedded
+default, through aiosqlite with WAL so the CLI and a running gateway can share
+the file) and PostgreSQL (``postgresql://...``, through asyncpg, for several
+nodes).  The schema is brought up to date by Alembic when the store opens.
+Times are stored and returned in UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from rdnsgate.errors import ConfigError
+from rdnsgate.model import DecisionRecord, WhitelistEntry
+from rdnsgate.storage.schema import decisions, whitelist
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+
+def async_url(url: str) -> str:
+    """The SQLAlchemy async URL for a plain ``sqlite:///`` or ``postgresql://`` URL."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"storage.url {url!r} is not a database URL (sqlite:///PATH or postgresql://...)") from None
+    driver = DRIVERS.get(parsed.drivername)
+    if driver is None and "+" not in parsed.drivername:
+        raise ConfigError(f"storage.url: unsupported database {parsed.drivername!r} (sqlite or postgresql)")
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return str(parsed.set(drivername=driver)) if driver else url
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- whitelist ---------------------------------------------------------------------
+    async def whitelist_add(self, entry: WhitelistEntry) -> tuple[WhitelistEntry, bool]:
+        """Add `entry`, or update the entry for the same IP/network/domain; True when it is new."""
+        created = _utc(entry.created_at) or datetime.now(UTC)
+        values = {"reason": entry.reason, "ticket": entry.ticket, "expires_at": _utc(entry.expires_at)}
+        async with self.engine.begin() as connection:
+            existing = (
+                await connection.execute(
+                    sa.select(whitelist.c.id).where(whitelist.c.kind == entry.kind, whitelist.c.value == entry.value)
+                )
+            ).scalar_one_or_none()
+            if existing is None:
+                result = await connection.execute(
+                    whitelist.insert().values(kind=entry.kind, value=entry.value, created_at=created, **values)
+                )
+                new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+                return self._entry(
+                    {**values, "id": new_id, "kind": entry.kind, "value": entry.value, "created_at": created}
+                ), True
+            await connection.execute(whitelist.update().where(whitelist.c.id == existing).values(**values))
+            row = (await connection.execute(sa.select(whitelist).where(whitelist.c.id == existing))).mappings().one()
+            return self._entry(dict(row)), False
+
+    async def whitelist_list(self, now: datetime | None = None) -> list[WhitelistEntry]:
+        """Every entry, or only those still active at `now`."""
+        query = sa.select(whitelist).order_by(whitelist.c.id)
+        if now is not None:
+            query = query.where(sa.or_(whitelist.c.expires_at.is_(None), whitelist.c.expires_at > now))
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [self._entry(dict(row)) for row in rows]
+
+    async def whitelist_remove(self, kind: str, value: str) -> int:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                whitelist.delete().where(whitelist.c.kind == kind, whitelist.c.value == value)
+            )
+        return int(result.rowcount or 0)
+
+    async def whitelist_remove_id(self, entry_id: int) -> int:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(whitelist.delete().where(whitelist.c.id == entry_id))
+        return int(result.rowcount or 0)
+
+    @staticmethod
+    def _entry(row: dict[str, Any]) -> WhitelistEntry:
+        return WhitelistEntry(
+            kind=row["kind"],
+            value=row["value"],
+            reason=row["reason"],
+            ticket=row["ticket"],
+            created_at=_utc(row["created_at"]),
+            expires_at=_utc(row["expires_at"]),
+            id=row["id"],
+        )
+
+    # -- decision log ------------------------------------------------------------------------
+    async def decisions_add(self, records: Sequence[DecisionRecord]) -> None:
+        if not records:
+            return
+        rows = [
+            {
+                "at": _utc(item.at),
+                "node": item.node,
+                "session": item.session,
+                "client_ip": item.client_ip,
+                "ptr": item.ptr,
+                "helo": item.helo,
+                "sender": item.sender,
+                "recipients": list(item.recipients),
+                "profile": item.profile,
+                "action": item.action,
+                "stage": item.stage,
+                "reply": item.reply,
+                "checks": item.checks,
+                "whitelisted": item.whitelisted,
+            }
+            for item in records
+        ]
+        async with self.engine.begin() as connection:
+            await connection.execute(decisions.insert(), rows)
+
+    async def decisions_find(
+        self,
+        *,
+        ip: str | None = None,
+        sender: str | None = None,
+        helo: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[DecisionRecord]:
+        """Newest first."""
+        query = sa.select(decisions).order_by(decisions.c.at.desc(), decisions.c.id.desc()).limit(limit)
+        if ip is not None:
+            query = query.where(decisions.c.client_ip == ip)
+        if sender is not None:
+            pattern = sender.lower()
+            query = query.where(sa.func.lower(decisions.c.sender).contains(pattern, autoescape=True))
+        if helo is not None:
+            query = query.where(sa.func.lower(decisions.c.helo).contains(helo.lower(), autoescape=True))
+        if since is not None:
+            query = query.where(decisions.c.at >= since)
+        if until is not None:
+            query = query.where(decisions.c.at <= until)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [
+            DecisionRecord(
+                at=_utc(row["at"]) or datetime.now(UTC),
+                session=row["session"],
+                client_ip=row["client_ip"],
+                ptr=row["ptr"],
+                helo=row["helo"],
+                sender=row["sender"],
+                recipients=tuple(row["recipients"] or ()),
+                profile=row["profile"],
+                action=row["action"],
+                stage=row["stage"],
+                reply=row["reply"],
+                checks=row["checks"] or {},
+                whitelisted=row["whitelisted"],
+                node=row["node"],
+                id=row["id"],
+            )
+            for row in rows
+        ]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+async def open_store(url: str, *, migrate: bool = True) -> SqlStore:
+    """Open the store at `url` and bring its schema up to date."""
+    engine = create_async_engine(async_url(url))
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    store = SqlStore(engine)
+    if migrate:
+        await store.migrate()
+    return store
