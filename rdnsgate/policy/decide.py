@@ -57,7 +57,9 @@ class Decision:
         return self.action.refuses
 
 
-def render_text(template: str, report: Report, outcome: CheckResult, check_url: str | None) -> str:
+def render_text(
+    template: str, report: Report, outcome: CheckResult, check_url: str | None, footer: str | None = None
+) -> str:
     """Fill a rule's text; every value is made printable and capped."""
     ptr = report.iprev.confirmed_name or (report.iprev.names[0].name if report.iprev.names else "")
     values = {
@@ -72,14 +74,17 @@ def render_text(template: str, report: Report, outcome: CheckResult, check_url: 
     for key, value in values.items():
         text = text.replace("{" + key + "}", value)
     if check_url:
-        text += f" - see {printable(check_url, 200)}"
+        separator = "&" if "?" in check_url else "?"
+        text += f" - see {printable(check_url, 200)}{separator}ip={report.ip}"
+    if footer:
+        text += f" {printable(footer, 200)}"
     return printable(text, 480)
 
 
-def _reply(rule: Rule, report: Report, outcome: CheckResult, check_url: str | None) -> Reply | None:
+def _reply(rule: Rule, report: Report, outcome: CheckResult, check_url: str | None, footer: str | None) -> Reply | None:
     if rule.code is None or rule.enhanced is None:
         return None
-    return Reply(rule.code, rule.enhanced, render_text(rule.text, report, outcome, check_url))
+    return Reply(rule.code, rule.enhanced, render_text(rule.text, report, outcome, check_url, footer))
 
 
 def decide(
@@ -89,6 +94,7 @@ def decide(
     whitelisted: str | None = None,
     authserv_id: str = "localhost",
     check_url: str | None = None,
+    footer: str | None = None,
 ) -> Decision:
     """Apply `profile` to `report`; `whitelisted` (the matching entry) skips refusals."""
     outcomes = {item.check: item for item in report.checks}
@@ -97,7 +103,7 @@ def decide(
         outcome = outcomes[check]
         rule = profile.rule_for(outcome)
         verdicts.append(
-            Verdict(outcome, rule.action, profile.stage_for(check), _reply(rule, report, outcome, check_url))
+            Verdict(outcome, rule.action, profile.stage_for(check), _reply(rule, report, outcome, check_url, footer))
         )
     headers = (("Authentication-Results", authentication_results(authserv_id, report.iprev)),)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
@@ -120,6 +120,42 @@ class Profile:
         rules = dict(self.rules)
         rules.update(parse_rules(overrides, where))
         return Profile(self.name, self.description, self.when, self.close_on_reject, self.tag, rules)
+
+
+OFF = "off"
+
+
+def apply_overrides(profile: Profile, overrides: Sequence[str], where: str) -> tuple[Profile, frozenset[Check]]:
+    """Per-check overrides "CHECK=off|log|tempfail CODE ENH TEXT|reject CODE ENH TEXT" on top of `profile`.
+
+    Returns the new profile and the checks switched off (not run at all).  An
+    override covers the check's fail and permerror outcomes; tempfail and log
+    cover temperror too, but a reject never does: a temporary error stays 4xx.
+    """
+    rules = dict(profile.rules)
+    off: set[Check] = set()
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        key = f"{where}: override {item!r}"
+        try:
+            check = Check(name)
+        except ValueError:
+            choices = ", ".join(c.value for c in Check)
+            raise ConfigError(f"{key}: unknown check {name!r} (one of {choices})") from None
+        if not sep or not value:
+            raise ConfigError(f"{key}: write CHECK=off, CHECK=log, CHECK=tempfail CODE ENH TEXT or CHECK=reject ...")
+        if value == OFF:
+            off.add(check)
+            continue
+        rule = Rule.parse(value, key)
+        results = ["fail", "permerror"] + (["temperror"] if rule.action is not Action.REJECT else [])
+        for result in results:
+            for existing in [k for k in rules if k[0] == check.value and k[1] == result]:
+                del rules[existing]
+            rules[(check.value, result, "")] = rule
+    changed = Profile(profile.name, profile.description, profile.when, profile.close_on_reject, profile.tag, rules)
+    return changed, frozenset(off)
 
 
 def parse_rule_key(key: str, where: str) -> tuple[str, str, str]:

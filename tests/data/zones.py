@@ -107,4 +107,16 @@ def zones() -> list[Zone]:
     for hop in range(10):  # a chain of 10 CNAMEs: longer than the resolver follows
         org.add(f"chain{hop}", "CNAME", f"chain{hop + 1}.example.org.")
     org.add("chain10", "A", f"{V4}.1")
-    return [rev4, rfc2317, rev6, org, net, idn]
+    # -- SMTP clients: loopback sources 127.0.10.x (the gateway tests connect from them) --
+    loop = Zone("10.0.127.in-addr.arpa", soa_minimum=60)
+    loop.add("1", "PTR", "good1.example.org.")
+    org.add("good1", "A", "127.0.10.1")
+    # 127.0.10.2: no PTR at all
+    loop.add("3", "PTR", "mismatch3.example.org.")
+    org.add("mismatch3", "A", f"{V4}.99")
+    loop.add("4", "PTR", "slow4.example.org.")  # the tests make its PTR lookup time out
+    org.add("slow4", "A", "127.0.10.4")
+    for last in range(5, 40):  # more well-configured clients
+        loop.add(str(last), "PTR", f"good{last}.example.org.")
+        org.add(f"good{last}", "A", f"127.0.10.{last}")
+    return [rev4, rfc2317, rev6, org, net, idn, loop]

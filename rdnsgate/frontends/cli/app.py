@@ -20,6 +20,7 @@ from rdnsgate import __version__
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import CheckSettings, DnsSettings
 from rdnsgate.errors import RdnsgateError, UsageError
+from rdnsgate.frontends.cli import admin
 from rdnsgate.frontends.cli import audit as audit_mod
 from rdnsgate.frontends.cli.check_view import render_check
 from rdnsgate.frontends.cli.runtime import run_loop, tune_gc
@@ -180,6 +181,12 @@ def audit(
         raise fail_usage(str(exc)) from None
     audit_mod.print_summary(err, summary)
     raise typer.Exit(summary.exit_status())
+
+
+app.add_typer(admin.serve_app, name="serve")
+app.add_typer(admin.whitelist_app, name="whitelist")
+app.add_typer(admin.config_app, name="config")
+app.command("decisions")(admin.decisions)
 
 
 def main() -> None:

@@ -1,0 +1,122 @@
+"""Starting and stopping the services: build them from `Settings`, run until a signal, drain.
+
+The first SIGTERM or SIGINT stops accepting connections and gives open
+sessions `DRAIN_SECONDS` to finish; queued decisions are then written and the
+store closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from rdnsgate.config import Settings
+from rdnsgate.errors import ConfigError
+from rdnsgate.frontends.relay import destination_for
+from rdnsgate.frontends.smtp_proxy import Gateway, refresh_whitelist, serve
+from rdnsgate.lookups import build_resolver
+from rdnsgate.policy.decision_log import DecisionLog
+from rdnsgate.policy.evaluate import Engine
+from rdnsgate.policy.profiles import apply_overrides, get_profile
+from rdnsgate.storage import open_store
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 30.0
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
+    value = text.strip()
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        port_text = rest[1:] if sep and rest.startswith(":") else ""
+    else:
+        host, _, port_text = value.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"gateway.listen {text!r}: write HOST:PORT or [IPv6]:PORT, e.g. 127.0.0.1:2525 or [::]:25")
+    return host, int(port_text)
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"gateway.tls_cert/tls_key: cannot load {cert} / {key}: {exc}") from None
+    return context
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
+
+
+async def build_gateway(settings: Settings) -> tuple[Gateway, list[Callable[[], object]]]:
+    """The gateway and the clean-up steps for its resources (in order)."""
+    gw = settings.gateway
+    listen = [parse_listen(item) for item in gw.listen]
+    del listen  # parsed here so a bad address fails before anything starts
+    profile, switched_off = apply_overrides(get_profile(gw.profile), gw.overrides, "gateway.overrides")
+    hostname = gw.hostname or socket.getfqdn()
+    context = tls_context(gw.tls_cert, gw.tls_key)
+    destination = destination_for(gw.next_hop, gw.maildir, timeout=gw.next_hop_timeout, helo_name=hostname)
+    store = await open_store(settings.storage.url)
+    resolver = build_resolver(settings.dns)
+    decisions = DecisionLog(store, settings.storage.decision_queue)
+    decisions.start()
+    gateway = Gateway(
+        gw,
+        Engine(resolver, settings.checks),
+        profile,
+        destination,
+        decisions,
+        hostname=hostname,
+        switched_off=switched_off,
+        tls_context=context,
+    )
+    gateway.whitelist = await store.whitelist_list(datetime.now(UTC))
+    gateway.store = store
+    return gateway, [decisions.close, resolver.close, store.close]
+
+
+async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set or a SIGTERM/SIGINT arrives."""
+    gateway, cleanups = await build_gateway(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(signum, stop.set)
+    refresher = loop.create_task(refresh_whitelist(gateway, gateway.store, settings.gateway.whitelist_refresh))
+    servers = []
+    try:
+        servers = await serve(gateway, [parse_listen(item) for item in settings.gateway.listen])
+        log.info(
+            "rdnsgate gateway ready: profile %s, next hop %s, relay domains %s",
+            gateway.profile.name,
+            gateway.destination.describe(),
+            ", ".join(sorted(gateway.relay_domains)) or "(none: every recipient is refused)",
+        )
+        await stop.wait()
+        log.info("stopping: no new connections; %d sessions may finish", gateway.sessions)
+    finally:
+        for server in servers:
+            server.close()
+        deadline = loop.time() + DRAIN_SECONDS
+        while gateway.sessions and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        refresher.cancel()
+        for cleanup in cleanups:
+            result = cleanup()
+            if asyncio.iscoroutine(result):
+                await result
+        log.info("stopped")

@@ -1,0 +1,325 @@
+"""``rdnsgate serve``, ``whitelist``, ``decisions``, ``config``: running and administering the gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rdnsgate.config import Settings, describe, load_settings
+from rdnsgate.errors import RdnsgateError, UsageError
+from rdnsgate.frontends.cli.runtime import run_loop
+from rdnsgate.model import WhitelistEntry
+from rdnsgate.policy.whitelist import parse_expiry, parse_target
+from rdnsgate.storage import SqlStore, open_store
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Settings file (default: $RDNSGATE_CONFIG, else ./rdnsgate.toml when it exists).",
+        dir_okay=False,
+    ),
+]
+
+serve_app = typer.Typer(help="Run rdnsgate's services.", no_args_is_help=True)
+whitelist_app = typer.Typer(help="Senders that skip the checks: IPs, networks, sender domains.", no_args_is_help=True)
+config_app = typer.Typer(help="The effective settings.", no_args_is_help=True)
+
+
+def fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(2)
+
+
+def settings_from(config: Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
+    path = config
+    if path is None and os.environ.get("RDNSGATE_CONFIG"):
+        path = Path(os.environ["RDNSGATE_CONFIG"])
+    if path is None and Path("rdnsgate.toml").is_file():
+        path = Path("rdnsgate.toml")
+    return load_settings(path, overrides=overrides)
+
+
+def with_store(settings: Settings, work: Any) -> Any:
+    """Open the store, run `work(store)` (a coroutine function), close the store."""
+
+    async def go() -> Any:
+        store = await open_store(settings.storage.url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return run_loop(go())
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return run_loop(coro)
+
+
+@serve_app.command("gateway")
+def serve_gateway(
+    config: ConfigOpt = None,
+    listen: Annotated[
+        list[str] | None, typer.Option(help="HOST:PORT to listen on, repeatable ([::]:25 for IPv6).")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="classic, postfix, strict or monitor.")] = None,
+    next_hop: Annotated[
+        str | None, typer.Option(help="smtp://HOST:PORT of the MTA behind; none: a Maildir under ./var/mail.")
+    ] = None,
+    relay_domain: Annotated[
+        list[str] | None, typer.Option(help="Recipient domain to accept, repeatable (never an open relay).")
+    ] = None,
+    nameserver: Annotated[list[str] | None, typer.Option(help="Resolver HOST[:PORT], repeatable.")] = None,
+    maildir: Annotated[str | None, typer.Option(help="Maildir used without a next hop.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Database URL (sqlite:///PATH or postgresql://...).")] = None,
+) -> None:
+    """The SMTP gateway: a before-queue proxy that refuses clients with broken DNS."""
+    from rdnsgate.daemon import configure_logging, run_gateway
+
+    overrides: dict[str, dict[str, Any]] = {
+        "gateway": {
+            "listen": tuple(listen) if listen else None,
+            "profile": profile,
+            "next_hop": next_hop,
+            "relay_domains": tuple(relay_domain) if relay_domain else None,
+            "maildir": maildir,
+        },
+        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
+        "storage": {"url": storage},
+    }
+    try:
+        settings = settings_from(config, overrides)
+        configure_logging()
+        _run(run_gateway(settings))
+    except RdnsgateError as exc:
+        raise fail(str(exc)) from None
+
+
+@whitelist_app.command("add")
+def whitelist_add(
+    target: Annotated[str, typer.Argument(help="IP, network (CIDR) or sender domain.")],
+    reason: Annotated[str, typer.Option(help="Why this sender may skip the checks (required).")],
+    ticket: Annotated[str | None, typer.Option(help="Helpdesk ticket, e.g. HD-123.")] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="30d, 12h, 90m, 2w, an ISO date, or 'never' (the default).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Let a misconfigured but legitimate sender through, with a reason and an expiry."""
+    try:
+        if not reason.strip():
+            raise UsageError("--reason must say why")
+        kind, value = parse_target(target)
+        now = datetime.now(UTC)
+        entry = WhitelistEntry(kind, value, reason.strip(), ticket, now, parse_expiry(expires, now))
+        settings = settings_from(config)
+
+        async def work(store: SqlStore) -> tuple[WhitelistEntry, bool]:
+            return await store.whitelist_add(entry)
+
+        saved, created = with_store(settings, work)
+    except RdnsgateError as exc:
+        raise fail(str(exc)) from None
+    until = f", expires {saved.expires_at:%Y-%m-%d %H:%M} UTC" if saved.expires_at else ", never expires"
+    verb = "added" if created else "updated"
+    typer.echo(f"{verb} #{saved.id} {saved.value}{until}: {saved.reason}")
+
+
+@whitelist_app.command("list")
+def whitelist_list(
+    show_all: Annotated[bool, typer.Option("--all", help="Include expired entries.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The whitelist, oldest first."""
+    try:
+        settings = settings_from(config)
+        now = datetime.now(UTC)
+
+        async def work(store: SqlStore) -> list[WhitelistEntry]:
+            return await store.whitelist_list(None if show_all else now)
+
+        entries = with_store(settings, work)
+    except RdnsgateError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps([_entry_json(item) for item in entries], indent=2))
+        return
+    table = Table(show_edge=False)
+    for column in ("id", "value", "reason", "ticket", "added", "expires"):
+        table.add_column(column, overflow="fold")
+    for item in entries:
+        expired = item.expires_at is not None and item.expires_at <= now
+        expires = f"{item.expires_at:%Y-%m-%d %H:%M}" if item.expires_at else "never"
+        table.add_row(
+            str(item.id),
+            escape(item.value),
+            escape(item.reason),
+            escape(item.ticket or ""),
+            f"{item.created_at:%Y-%m-%d}" if item.created_at else "",
+            expires + (" (expired)" if expired else ""),
+        )
+    Console().print(table if entries else "the whitelist is empty")
+
+
+def _entry_json(item: WhitelistEntry) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "kind": item.kind,
+        "value": item.value,
+        "reason": item.reason,
+        "ticket": item.ticket,
+        "created_at": item.created_at.isoformat() if item.created_at else None,
+        "expires_at": item.expires_at.isoformat() if item.expires_at else None,
+    }
+
+
+@whitelist_app.command("remove")
+def whitelist_remove(
+    target: Annotated[str, typer.Argument(help="The IP, network or domain as added, or #ID.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Remove an entry; a running gateway sees it within its refresh interval."""
+    try:
+        settings = settings_from(config)
+        if target.lstrip("#").isdigit():
+            entry_id = int(target.lstrip("#"))
+
+            async def by_id(store: SqlStore) -> int:
+                return await store.whitelist_remove_id(entry_id)
+
+            removed = with_store(settings, by_id)
+        else:
+            kind, value = parse_target(target)
+
+            async def by_value(store: SqlStore) -> int:
+                return await store.whitelist_remove(kind, value)
+
+            removed = with_store(settings, by_value)
+    except RdnsgateError as exc:
+        raise fail(str(exc)) from None
+    if not removed:
+        raise fail(f"{target} is not on the whitelist")
+    typer.echo(f"removed {target}")
+
+
+def parse_since(text: str | None, now: datetime) -> datetime | None:
+    """ "2h", "30m", "7d" ago, or an ISO time."""
+    if text is None:
+        return None
+    value = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if value[:-1].isdigit() and value[-1] in units:
+        return now - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{text!r}: use 2h, 30m, 7d or an ISO time such as 2026-11-23T09:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def decisions(
+    ip: Annotated[str | None, typer.Option(help="Client IP address.")] = None,
+    sender: Annotated[str | None, typer.Option(help="Sender address or part of it.")] = None,
+    helo: Annotated[str | None, typer.Option(help="HELO name or part of it.")] = None,
+    since: Annotated[str | None, typer.Option(help="2h, 30m, 7d ago, or an ISO time.")] = "24h",
+    until: Annotated[str | None, typer.Option(help="An ISO time.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Why was my mail refused? Search the decision log."""
+    try:
+        settings = settings_from(config)
+        now = datetime.now(UTC)
+        client = None
+        if ip is not None:
+            from rdnsgate.checks.names import parse_ip
+
+            try:
+                client = str(parse_ip(ip))
+            except ValueError:
+                raise UsageError(f"{ip!r} is not an IP address") from None
+        window = (parse_since(since, now), parse_since(until, now))
+
+        async def work(store: SqlStore) -> list[Any]:
+            return await store.decisions_find(
+                ip=client, sender=sender, helo=helo, since=window[0], until=window[1], limit=limit
+            )
+
+        found = with_store(settings, work)
+    except RdnsgateError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        for record in found:
+            typer.echo(json.dumps(_record_json(record), separators=(",", ":")))
+        return
+    console = Console(highlight=False)
+    if not found:
+        console.print("no decisions match")
+        return
+    for record in found:
+        console.print(_explain(record))
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    return {
+        "at": record.at.isoformat(),
+        "session": record.session,
+        "client_ip": record.client_ip,
+        "ptr": record.ptr,
+        "helo": record.helo,
+        "sender": record.sender,
+        "recipients": list(record.recipients),
+        "profile": record.profile,
+        "action": record.action,
+        "stage": record.stage,
+        "reply": record.reply,
+        "checks": record.checks,
+        "whitelisted": record.whitelisted,
+        "node": record.node,
+    }
+
+
+def _explain(record: Any) -> str:
+    """One decision in words."""
+    head = f"[bold]{record.at:%Y-%m-%d %H:%M:%S}[/] {escape(record.client_ip)}"
+    who = f" ({escape(record.ptr)})" if record.ptr else " (no PTR name)"
+    what = f"HELO {escape(record.helo or '-')!s}, MAIL FROM <{escape(record.sender or '')}>"
+    if record.recipients:
+        what += f", to {escape(', '.join(record.recipients))}"
+    if record.whitelisted:
+        verdict = f"[green]accepted: whitelisted[/] ({escape(record.whitelisted)})"
+    elif record.action in ("reject", "tempfail"):
+        verdict = f"[red]{record.action} at {record.stage.upper()}[/]: {escape(record.reply or '')}"
+    else:
+        verdict = f"[green]{record.action}[/]"
+    failing = [
+        f"{name} {item['result']} ({item['reason']}): {escape(item['detail'])}"
+        for name, item in record.checks.items()
+        if item["result"] not in ("pass", "none")
+    ]
+    why = "".join(f"\n    {line}" for line in failing)
+    return f"{head}{who} session {record.session} [{record.profile}]\n  {what}\n  {verdict}{why}"
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective settings (defaults, file, environment) as TOML."""
+    try:
+        typer.echo(describe(settings_from(config)))
+    except RdnsgateError as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,144 @@
+"""The decision log: one structured log line per decision, and the same record stored.
+
+`DecisionLog.record` never blocks and never fails the mail: records go into a
+bounded queue that a background task writes in batches; when the queue is
+full the record is counted as dropped (the log line is still written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from rdnsgate.model import DecisionRecord, Report
+from rdnsgate.policy.decide import Decision
+from rdnsgate.policy.headers import printable
+
+log = logging.getLogger("rdnsgate.decision")
+errors = logging.getLogger(__name__)
+
+BATCH = 200
+
+
+class DecisionSink(Protocol):
+    async def decisions_add(self, records: Sequence[DecisionRecord]) -> None: ...
+
+
+def make_record(
+    report: Report,
+    decision: Decision,
+    *,
+    session: str,
+    recipients: Sequence[str] = (),
+    node: str = "",
+    at: datetime | None = None,
+) -> DecisionRecord:
+    reply = decision.reply
+    return DecisionRecord(
+        at=at or datetime.now(UTC),
+        session=session,
+        client_ip=str(report.ip),
+        ptr=report.iprev.confirmed_name or (report.iprev.names[0].name if report.iprev.names else None),
+        helo=printable(report.helo_name, 255) if report.helo_name is not None else None,
+        sender=printable(report.sender_address, 320) if report.sender_address is not None else None,
+        recipients=tuple(printable(item, 320) for item in recipients),
+        profile=decision.profile,
+        action=decision.action.value,
+        stage=decision.stage.value if decision.stage else None,
+        reply=str(reply) if reply else None,
+        checks={
+            item.check.value: {
+                "result": item.result.value,
+                "reason": item.reason,
+                "detail": printable(item.detail, 400),
+            }
+            for item in report.checks
+        },
+        whitelisted=decision.whitelisted,
+        node=node,
+    )
+
+
+def log_line(record: DecisionRecord) -> str:
+    """The record as one JSON log line: every client string is escaped by json.dumps."""
+    return json.dumps(
+        {
+            "event": "decision",
+            "session": record.session,
+            "client_ip": record.client_ip,
+            "ptr": record.ptr,
+            "helo": record.helo,
+            "sender": record.sender,
+            "recipients": list(record.recipients),
+            "profile": record.profile,
+            "action": record.action,
+            "stage": record.stage,
+            "reply": record.reply,
+            "whitelisted": record.whitelisted,
+            "checks": {name: f"{item['result']}/{item['reason']}" for name, item in record.checks.items()},
+        },
+        separators=(",", ":"),
+    )
+
+
+class DecisionLog:
+    def __init__(self, sink: DecisionSink | None, maxsize: int = 10_000) -> None:
+        self.sink = sink
+        self.queue: asyncio.Queue[DecisionRecord] = asyncio.Queue(maxsize)
+        self.dropped = 0
+        self.written = 0
+        self.failed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+
+    def record(self, record: DecisionRecord) -> None:
+        log.info("%s", log_line(record))
+        if self.sink is None:
+            return
+        try:
+            self.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def start(self) -> None:
+        if self.sink is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._write_forever(), name="decision-log")
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            self._busy = True
+            try:
+                await self._write(batch)
+            finally:
+                self._busy = False
+
+    async def _write(self, batch: list[DecisionRecord]) -> None:
+        assert self.sink is not None
+        try:
+            await self.sink.decisions_add(batch)
+        except Exception:
+            self.failed += len(batch)
+            errors.exception("could not store %d decisions", len(batch))
+        else:
+            self.written += len(batch)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Let the writer store what is queued (within `timeout`), then stop it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._task is not None and (self._busy or not self.queue.empty()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.dropped += self.queue.qsize()  # what the deadline left unwritten
