@@ -39,7 +39,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Show knotd's log under a failed test that used it."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "knot" in getattr(item, "fixturenames", ()):
-        server = item.funcargs.get("knot") if hasattr(item, "funcargs") else None
-        if isinstance(server, KnotServer):
-            report.sections.append(("knotd log (last 40 lines)", "\n".join(server.log().splitlines()[-40:])))
+    if not report.failed:
+        return
+    values = getattr(item, "funcargs", {})
+    server = values.get("knot")
+    if isinstance(server, KnotServer):
+        report.sections.append(("knotd log (last 40 lines)", "\n".join(server.log().splitlines()[-40:])))
+    for name, gateway in (values.get("gateways") or {}).items():
+        report.sections.append((f"gateway {name} log (last 30 lines)", "\n".join(gateway.log().splitlines()[-30:])))

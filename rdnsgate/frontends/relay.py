@@ -150,7 +150,7 @@ class SmtpDestination(Destination):
             await client.connect()
             await client.ehlo()
             forwarded = [item for item in options if item.upper().startswith(("SIZE=", "BODY="))]
-            await client.mail(sender, options=forwarded)
+            await client.mail("" if sender.strip() in ("", "<>") else sender, options=forwarded)
         except aiosmtplib.SMTPSenderRefused as exc:
             client.close()
             return _answer(exc.code, exc.message)

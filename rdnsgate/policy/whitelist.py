@@ -14,7 +14,7 @@ from rdnsgate.checks.names import is_fqdn, to_ascii_domain
 from rdnsgate.errors import UsageError
 from rdnsgate.model import IPAddress, WhitelistEntry
 
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_target(text: str) -> tuple[str, str]:
