@@ -68,6 +68,7 @@ class SessionState:
     sender_domain: str | None = None
     sender: CheckResult = NOT_CHECKED
     whitelisted: WhitelistEntry | None = None
+    awaiting_xclient: bool = False  # a trusted proxy has not yet said who the client is
     transaction: Transaction | None = None
     recipients: list[str] = field(default_factory=list)
     refused_recipients: int = 0
@@ -202,7 +203,9 @@ class GatewaySMTP(SMTP):
         self.state = SessionState(id=secrets.token_hex(6), client_ip=peer_ip)
         if self._proxy_timeout is not None and not gateway.is_trusted(peer_ip):
             self._proxy_timeout = None  # a PROXY header is believed only from a trusted proxy
-        if self._proxy_timeout is None:
+        if self._proxy_timeout is None and gateway.is_trusted(peer_ip):
+            self.state.awaiting_xclient = True  # judge the client XCLIENT names, not the proxy
+        elif self._proxy_timeout is None:
             gateway.start_iprev(self.state)
         super().connection_made(transport)
 
@@ -285,6 +288,9 @@ class _Hooks:
         """Check the HELO name; None when the session goes on, else the refusal to send."""
         gateway, state = self.gateway, self._state(server)
         name = hostname.strip()
+        if state.awaiting_xclient:
+            session.host_name = name
+            return None
         if Check.HELO in gateway.switched_off:
             helo, align = _switched_off(Check.HELO), _switched_off(Check.HELO_ALIGN)
         else:
@@ -323,6 +329,9 @@ class _Hooks:
     ) -> str:
         gateway, state = self.gateway, self._state(server)
         await self._end_transaction(state)
+        if state.awaiting_xclient:  # a trusted proxy that sends mail itself is judged itself
+            state.awaiting_xclient = False
+            gateway.start_iprev(state)
         form = parse_reverse_path(address)
         state.sender_address = form.address
         state.sender_domain = form.domain or None

@@ -1,0 +1,237 @@
+"""The gateway's edges: PROXY protocol, XCLIENT, STARTTLS, overrides, Maildir, hostile input."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.faultdns import FaultResponder
+from tests.harness.smtp import GatewayProcess, NextHop
+from tests.integration.test_gateway import GOOD, NO_PTR, client, settings, transact
+
+PROXY = "127.0.0.50"  # the trusted proxy's address
+STRANGER = "127.0.0.51"
+
+
+@pytest.fixture(scope="module")
+def next_hop() -> NextHop:
+    hop = NextHop(stall_seconds=1.0).start()
+    yield hop  # type: ignore[misc]
+    hop.stop()
+
+
+def lines(sock: socket.socket, until: bytes = b"\r\n") -> bytes:
+    data = b""
+    sock.settimeout(10)
+    while not data.endswith(until):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def raw(port: int, source: str) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def proxy_v2(source: str, destination: str, sport: int = 40000, dport: int = 25) -> bytes:
+    body = (
+        ipaddress.IPv4Address(source).packed
+        + ipaddress.IPv4Address(destination).packed
+        + struct.pack("!HH", sport, dport)
+    )
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, next_hop: NextHop) -> GatewayProcess:
+    extra = f'proxy_protocol = true\ntrusted_proxies = ["{PROXY}/32"]\n'
+    gateway = GatewayProcess(
+        tmp_path_factory.mktemp("gw-proxy"), settings(_responder.nameserver, next_hop.url, "classic", extra)
+    ).start()
+    yield gateway  # type: ignore[misc]
+    gateway.stop()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_proxy_header_from_trusted_proxy_names_the_client(proxied: GatewayProcess, version: int) -> None:
+    header = f"PROXY TCP4 {NO_PTR} 127.0.0.1 40000 25\r\n".encode() if version == 1 else proxy_v2(NO_PTR, "127.0.0.1")
+    sock = raw(proxied.port, PROXY)
+    try:
+        sock.sendall(header)
+        assert lines(sock).startswith(b"220 ")
+        sock.sendall(b"EHLO good1.example.org\r\n")
+        reply = lines(sock)
+        assert reply.startswith(b"501 5.7.25") and NO_PTR.encode() in reply  # judged as the real client
+    finally:
+        sock.close()
+    sock = raw(proxied.port, PROXY)
+    try:
+        sock.sendall(
+            f"PROXY TCP4 {GOOD} 127.0.0.1 40000 25\r\n".encode() if version == 1 else proxy_v2(GOOD, "127.0.0.1")
+        )
+        assert lines(sock).startswith(b"220 ")
+        sock.sendall(b"EHLO good1.example.org\r\n")
+        assert lines(sock, b"HELP\r\n").startswith(b"250-")
+    finally:
+        sock.close()
+
+
+def test_proxy_header_from_a_stranger_is_not_believed(proxied: GatewayProcess) -> None:
+    sock = raw(proxied.port, STRANGER)
+    try:
+        assert lines(sock).startswith(b"220 ")  # no PROXY header awaited from a stranger
+        sock.sendall(f"PROXY TCP4 {GOOD} 127.0.0.1 40000 25\r\n".encode())
+        reply = lines(sock)
+        assert reply.startswith(b"500 "), reply  # just an unknown command from an untrusted peer
+        sock.sendall(b"EHLO good1.example.org\r\n")
+        reply = lines(sock)  # judged by its own address, whose reverse zone this DNS does not serve
+        assert reply.startswith(b"451 4.4.3") and b"51.0.0.127.in-addr.arpa" in reply, reply
+    finally:
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def xclient_gateway(
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, next_hop: NextHop
+) -> GatewayProcess:
+    extra = f'trusted_proxies = ["{PROXY}/32"]\n'
+    gateway = GatewayProcess(
+        tmp_path_factory.mktemp("gw-xclient"), settings(_responder.nameserver, next_hop.url, "strict", extra)
+    ).start()
+    yield gateway  # type: ignore[misc]
+    gateway.stop()
+
+
+def test_xclient_from_trusted_proxy(xclient_gateway: GatewayProcess) -> None:
+    smtp = client(xclient_gateway, PROXY)
+    try:
+        code, text = smtp.ehlo("proxy.example.org")
+        assert b"XCLIENT" in text
+        assert smtp.docmd("XCLIENT", f"ADDR={NO_PTR} NAME=[UNAVAILABLE]")[0] == 220
+        code, text = smtp.ehlo("good1.example.org")
+        assert code == 550 and NO_PTR.encode() in text
+    finally:
+        smtp.close()
+
+
+def test_xclient_from_anyone_else_is_refused(xclient_gateway: GatewayProcess) -> None:
+    smtp = client(xclient_gateway, GOOD)
+    try:
+        _code, text = smtp.ehlo("good1.example.org")
+        assert b"XCLIENT" not in text
+        assert smtp.docmd("XCLIENT", f"ADDR={GOOD}")[0] == 550
+    finally:
+        smtp.close()
+
+
+def test_starttls(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gw.example.net",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    extra = f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
+    gateway = GatewayProcess(tmp_path / "gw", settings(_responder.nameserver, next_hop.url, "classic", extra)).start()
+    next_hop.clear()
+    try:
+        smtp = client(gateway, GOOD)
+        _code, text = smtp.ehlo("good1.example.org")
+        assert b"STARTTLS" in text
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        smtp._host = "gw.example.net"  # type: ignore[attr-defined]  # the name TLS verifies
+        assert smtp.starttls(context=context)[0] == 220
+        assert smtp.ehlo("good1.example.org")[0] == 250
+        assert smtp.sock is not None and smtp.sock.version() is not None  # type: ignore[attr-defined]
+        smtp.mail("bob@example.org")
+        smtp.rcpt("alice@example.net")
+        assert smtp.data("Subject: tls\r\n\r\nsecret\r\n")[0] == 250
+        smtp.quit()
+        assert b"with ESMTPS id" in next_hop.received[0].content
+    finally:
+        gateway.stop()
+
+
+def test_overrides_footer_and_check_url(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop) -> None:
+    extra = (
+        'overrides = ["helo=off", "iprev=reject 550 5.7.25 Fix your reverse DNS"]\n'
+        'check_url = "https://rdns.example.net/check"\nreject_footer = "Questions: postmaster@example.net"\n'
+    )
+    gateway = GatewayProcess(tmp_path, settings(_responder.nameserver, next_hop.url, "postfix", extra)).start()
+    try:
+        refused = transact(gateway, source=NO_PTR)
+        assert (refused.stage, refused.code) == ("rcpt", 550)
+        assert "Fix your reverse DNS" in refused.text
+        assert (
+            f"https://rdns.example.net/check?ip={NO_PTR}" in refused.text and "postmaster@example.net" in refused.text
+        )
+        assert transact(gateway, helo="nxhost.example.org").stage == "done"  # the HELO check is off
+    finally:
+        gateway.stop()
+
+
+def test_maildir_without_next_hop(tmp_path: Path, _responder: FaultResponder) -> None:
+    gateway = GatewayProcess(tmp_path, settings(_responder.nameserver, "", "classic")).start()
+    try:
+        assert transact(gateway, body="Subject: to the maildir\r\n\r\nkept\r\n").code == 250
+        files = list((tmp_path / "var" / "mail" / "new").iterdir())
+        assert len(files) == 1 and not list((tmp_path / "var" / "mail" / "tmp").iterdir())
+        content = files[0].read_bytes()
+        assert b"Authentication-Results: gw.example.net; iprev=pass policy.iprev=127.0.10.1" in content
+        assert content.endswith(b"kept\n")
+    finally:
+        gateway.stop()
+
+
+def test_hostile_helo_cannot_inject_headers_or_log_lines(
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop
+) -> None:
+    gateway = GatewayProcess(tmp_path, settings(_responder.nameserver, next_hop.url, "monitor")).start()
+    next_hop.clear()
+    try:
+        sock = raw(gateway.port, GOOD)
+        lines(sock)
+        sock.sendall(b"EHLO evil\x01\x7f(x)\tX-Injected: yes\r\n")
+        assert lines(sock, b"HELP\r\n").startswith(b"250")
+        sock.sendall(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.net>\r\nDATA\r\n")
+        time.sleep(0.5)
+        sock.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        reply = lines(sock, b"221 2.0.0 Bye\r\n")
+        assert b"250 2.0.0 Ok" in reply
+        sock.close()
+        headers = next_hop.received[0].content.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        assert not any(line.startswith(b"X-Injected") for line in headers)
+        assert all(32 <= byte < 127 or byte == 9 for line in headers[:4] for byte in line)
+        log = gateway.log()
+        decision = next(line for line in log.splitlines() if '"event":"decision"' in line)
+        assert "\\u0001" in decision or "?" in decision  # escaped, on one line
+    finally:
+        gateway.stop()
