@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Until the gateway exists, the main job is `rdnsgate check` against a throw-away
-# knotd on loopback serving example zones (scripts/demo.py).
+# The main job: the gateway on 127.0.0.1:2525 with the embedded defaults (Maildir and
+# SQLite under ./var/), resolving through a demo knotd on loopback (scripts/demo.py).
 run: $(STAMP) debian-deps
 	$(BIN)/python scripts/demo.py
 

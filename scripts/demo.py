@@ -1,13 +1,17 @@
-"""``make run`` until the gateway exists: rdnsgate check against a throw-away DNS server.
+"""``make run``: the gateway on 127.0.0.1:2525, resolving through a demo DNS server on loopback.
 
-Starts knotd on a free loopback port with the example zones of the test suite
-(RFC 5737/3849 addresses, RFC 2606 names), runs ``rdnsgate check`` for a client
-whose DNS is right and for one whose PTR points at someone else's name, and
-stops knotd.  Nothing is asked of any other DNS server.
+Starts knotd on 127.0.0.1:5300 (another free port if that one is taken) with
+the example zones of the test suite — RFC 5737/3849 addresses, RFC 2606
+names, and loopback clients 127.0.10.x: .1 well configured, .2 without PTR,
+.3 with a PTR that does not lead back — then runs ``rdnsgate serve gateway``
+with the embedded defaults (Maildir and SQLite under ./var/) accepting mail
+for example.net, until Ctrl-C.  No other DNS server is asked.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,23 +21,58 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.data.zones import zones  # noqa: E402
-from tests.harness.knot import KnotServer  # noqa: E402
+from tests.harness.knot import KnotServer, free_port  # noqa: E402
 
-CLIENTS = [
-    ["192.0.2.1", "--helo", "mail.example.org", "--sender", "bob@example.org"],
-    ["192.0.2.5", "--helo", "other.example.org", "--sender", "bob@nullmx.example.org"],
-]
+DNS_PORT = 5300
+LISTEN = "127.0.0.1:2525"
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", DNS_PORT))
+        except OSError:
+            return free_port()
+    return DNS_PORT
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="rdnsgate-demo-") as tmp, KnotServer(Path(tmp), zones()) as knot:
-        print(f"# example zones served by knotd on {knot.nameserver}\n", flush=True)
-        for args in CLIENTS:
-            command = [sys.executable, "-m", "rdnsgate", "check", *args, "--nameserver", knot.nameserver]
-            print("$ rdnsgate check " + " ".join(args) + f" --nameserver {knot.nameserver}", flush=True)
-            status = subprocess.run(command, check=False).returncode
-            print(f"(exit status {status})\n", flush=True)
-    return 0
+    with (
+        tempfile.TemporaryDirectory(prefix="rdnsgate-demo-dns-") as tmp,
+        KnotServer(Path(tmp), zones(), port=_port()) as knot,
+    ):
+        print(
+            f"demo DNS (knotd, example zones) on {knot.nameserver}\n"
+            f"gateway on {LISTEN}, mail for example.net into ./var/mail/new; try, in another terminal:\n"
+            f"  swaks --server {LISTEN} --local-interface 127.0.10.1 --helo good1.example.org "
+            "--from bob@example.org --to alice@example.net\n"
+            f"  swaks --server {LISTEN} --local-interface 127.0.10.2 --helo good1.example.org "
+            "--from bob@example.org --to alice@example.net\n"
+            f"  .venv/bin/rdnsgate check 127.0.10.3 --nameserver {knot.nameserver}\n"
+            "  .venv/bin/rdnsgate decisions --since 1h\n",
+            flush=True,
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "rdnsgate",
+            "serve",
+            "gateway",
+            "--listen",
+            LISTEN,
+            "--nameserver",
+            knot.nameserver,
+            "--relay-domain",
+            "example.net",
+        ]
+        child = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            return child.wait()
 
 
 if __name__ == "__main__":

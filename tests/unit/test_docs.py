@@ -40,13 +40,19 @@ def test_profiles_table_matches_the_data() -> None:
 
 def test_every_cli_option_is_documented() -> None:
     text = (DOCS / "cli.md").read_text()
-    group = typer.main.get_command(app)
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
-        assert f"`rdnsgate {name}" in text, name
-        for param in command.params:
-            for opt in param.opts:
-                if opt.startswith("--") and opt != "--help":
-                    assert f"`{opt}" in text or f"/ {opt}" in text, (name, opt)
+
+    def walk(command: object, path: str) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            full = f"{path} {name}"
+            assert f"`{full}" in text, full
+            section = text.split(f"`{full}", 1)[1].split("\n## ", 1)[0]
+            for param in sub.params:
+                for opt in param.opts:
+                    if opt.startswith("--") and opt != "--help":
+                        assert f"`{opt}" in section or f"/ {opt}" in section, (full, opt)
+            walk(sub, full)
+
+    walk(typer.main.get_command(app), "rdnsgate")
 
 
 def test_readme_links_resolve() -> None:
@@ -54,3 +60,15 @@ def test_readme_links_resolve() -> None:
     for target in re.findall(r"\]\(([^)#]+)\)", readme):
         if "://" not in target:
             assert (ROOT / target).exists(), target
+
+
+def test_every_setting_is_documented() -> None:
+    import dataclasses
+
+    from rdnsgate.config import SECTIONS
+
+    text = (DOCS / "config.md").read_text()
+    for name, cls in SECTIONS.items():
+        section = text.split(f"## `[{name}]`", 1)[1].split("\n## ", 1)[0]
+        for item in dataclasses.fields(cls):
+            assert f"| `{item.name}` |" in section, (name, item.name)

@@ -298,7 +298,8 @@ def _explain(record: Any) -> str:
     """One decision in words."""
     head = f"[bold]{record.at:%Y-%m-%d %H:%M:%S}[/] {escape(record.client_ip)}"
     who = f" ({escape(record.ptr)})" if record.ptr else " (no PTR name)"
-    what = f"HELO {escape(record.helo or '-')!s}, MAIL FROM <{escape(record.sender or '')}>"
+    mail = f"MAIL FROM <{escape(record.sender)}>" if record.sender is not None else "before MAIL FROM"
+    what = f"HELO {escape(record.helo or '-')}, {mail}"
     if record.recipients:
         what += f", to {escape(', '.join(record.recipients))}"
     if record.whitelisted:
@@ -313,7 +314,7 @@ def _explain(record: Any) -> str:
         if item["result"] not in ("pass", "none")
     ]
     why = "".join(f"\n    {line}" for line in failing)
-    return f"{head}{who} session {record.session} [{record.profile}]\n  {what}\n  {verdict}{why}"
+    return f"{head}{who} session {record.session} {escape(f'[{record.profile}]')}\n  {what}\n  {verdict}{why}"
 
 
 @config_app.command("show")
