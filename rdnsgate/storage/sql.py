@@ -198,6 +198,7 @@ class SqlStore:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; safe against crashes
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 

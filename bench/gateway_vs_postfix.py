@@ -1,0 +1,319 @@
+"""Benchmark: the rdnsgate gateway vs Postfix 3.7 with reject_unknown_client_hostname, same run.
+
+Postfix resolves through the system resolver library, so everything runs in a
+network namespace of this script's own (``ip netns add``), whose
+``/etc/netns/NAME/resolv.conf`` points at a knotd serving the client's reverse
+and forward zone on the namespace's loopback.  Inside it:
+
+- knotd on 127.0.0.1:53 (127.0.0.1 has PTR client.bench.example, A back);
+- ``smtp-sink`` on 127.0.0.1:2600, the next hop of both;
+- ``rdnsgate serve gateway`` on 127.0.0.1:2525 (profile classic, uvloop);
+- a throw-away Postfix (its own config and queue directories; never the
+  system's) on 127.0.0.1:2526 with ``smtpd_client_restrictions =
+  reject_unknown_client_hostname``, relaying to the same smtp-sink.
+
+``smtp-source`` sends 1 KiB messages, one connection each, 20 in parallel, to
+both, alternating, after a warm-up; the best of the runs counts.  Then 1,000
+idle sessions are opened to the gateway and its resident memory is read.
+Results go to BENCHMARKS.md between the gateway markers.
+
+    make bench-gateway            # as root
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.harness.knot import KnotServer, Zone  # noqa: E402
+from tests.harness.smtp import GatewayProcess, wait_port  # noqa: E402
+
+MARK_BEGIN = "<!-- gateway-benchmark:begin -->"
+MARK_END = "<!-- gateway-benchmark:end -->"
+SINK, GATEWAY, POSTFIX = 2600, 2525, 2526
+
+
+def zones() -> list[Zone]:
+    reverse = Zone("0.0.127.in-addr.arpa").add("1", "PTR", "client.bench.example.")
+    forward = Zone("bench.example").add("client", "A", "127.0.0.1").add("@", "MX", "10 client.bench.example.")
+    return [reverse, forward]
+
+
+def postfix_instance(workdir: Path) -> Path:
+    """A Postfix configuration directory of its own, listening on 127.0.0.1:POSTFIX."""
+    config = workdir / "postfix"
+    config.mkdir()
+    workdir.chmod(0o755)  # the postfix user must reach its data directory
+    (workdir / "spool").mkdir()
+    (workdir / "data").mkdir()
+    shutil.chown(workdir / "data", user="postfix", group="postfix")
+    shutil.copy("/etc/postfix/master.cf", config / "master.cf")
+    master = []
+    for line in (config / "master.cf").read_text().splitlines():
+        if line.startswith("smtp      inet"):
+            line = f"127.0.0.1:{POSTFIX} inet n - n - - smtpd"
+        master.append(line)
+    (config / "master.cf").write_text("\n".join(master) + "\n")
+    (config / "main.cf").write_text(
+        "\n".join(
+            [
+                "compatibility_level = 3.6",
+                f"queue_directory = {workdir / 'spool'}",
+                f"data_directory = {workdir / 'data'}",
+                f"maillog_file = {workdir / 'postfix.log'}",
+                f"maillog_file_prefixes = {workdir}",
+                "mail_owner = postfix",
+                "setgid_group = postdrop",
+                "inet_interfaces = loopback-only",
+                "inet_protocols = ipv4",
+                "myhostname = pf.bench.example",
+                "mydestination =",
+                "relay_domains = bench.example",
+                f"relayhost = [127.0.0.1]:{SINK}",
+                "smtpd_client_restrictions = reject_unknown_client_hostname",
+                "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
+                "smtp_tls_security_level = none",
+                "smtpd_tls_security_level = none",
+                "default_process_limit = 200",
+                "smtpd_client_connection_count_limit = 0",
+                "smtpd_client_connection_rate_limit = 0",
+                "smtpd_client_message_rate_limit = 0",
+                "anvil_rate_time_unit = 60s",
+                "",
+            ]
+        )
+    )
+    return config
+
+
+def postfix(config: Path, action: str) -> None:
+    proc = subprocess.run(["postfix", "-c", str(config), action], capture_output=True, text=True)
+    if proc.returncode != 0:
+        log = config.parent / "postfix.log"
+        tail = "\n".join(log.read_text().splitlines()[-10:]) if log.exists() else "(no log)"
+        raise SystemExit(f"postfix {action} failed: {proc.stderr.strip()}\n{tail}")
+
+
+def smtp_source(port: int, messages: int) -> float:
+    """Messages per second of one smtp-source run (20 sessions, 1 KiB, one connection per message)."""
+    command = [
+        "smtp-source",
+        "-s",
+        "20",
+        "-m",
+        str(messages),
+        "-l",
+        "1024",
+        "-M",
+        "client.bench.example",
+        "-f",
+        "sender@bench.example",
+        "-t",
+        "rcpt@bench.example",
+        f"127.0.0.1:{port}",
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"smtp-source to port {port} failed: {proc.stderr[-2000:]}")
+    return messages / elapsed
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def idle_sessions_rss(pid: int, count: int) -> tuple[int, int]:
+    """RSS (KiB) of the gateway before and with `count` idle sessions that have seen the banner."""
+    before = rss_kib(pid)
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", GATEWAY), timeout=10)
+            sockets.append(sock)
+        for sock in sockets:
+            if not sock.recv(512).startswith(b"220"):
+                raise RuntimeError("no banner")
+        time.sleep(1.0)
+        return before, rss_kib(pid)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def inside(args: argparse.Namespace) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    with tempfile.TemporaryDirectory(prefix="rdnsgate-bench-gw-") as tmp:
+        workdir = Path(tmp)
+        knot = KnotServer(workdir / "knot", zones(), address="127.0.0.1", port=53).start()
+        sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{SINK}", "1000"], stdout=subprocess.DEVNULL)
+        gateway = GatewayProcess(
+            workdir / "gateway",
+            f"""
+[dns]
+nameservers = ["127.0.0.1:53"]
+[gateway]
+listen = ["127.0.0.1:{GATEWAY}"]
+profile = "classic"
+next_hop = "smtp://127.0.0.1:{SINK}"
+relay_domains = ["bench.example"]
+hostname = "gw.bench.example"
+max_sessions = 5000
+max_sessions_per_ip = 5000
+[storage]
+url = "sqlite:///rdnsgate.db"
+""",
+            port=GATEWAY,
+        )
+        config = postfix_instance(workdir)
+        try:
+            wait_port("127.0.0.1", SINK)
+            gateway.start()
+            postfix(config, "check")
+            postfix(config, "start")
+            wait_port("127.0.0.1", POSTFIX)
+            smtp_source(GATEWAY, 200)  # warm-up: caches, connections, imports
+            smtp_source(POSTFIX, 200)
+            ours, theirs = [], []
+            for _ in range(args.runs):
+                ours.append(smtp_source(GATEWAY, args.messages))
+                theirs.append(smtp_source(POSTFIX, args.messages))
+            assert gateway.proc is not None
+            if args.profile:
+                spy = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-o",
+                        args.profile,
+                        "-f",
+                        "raw",
+                        "-r",
+                        "500",
+                        "-p",
+                        str(gateway.proc.pid),
+                        "-d",
+                        "8",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                smtp_source(GATEWAY, args.messages)
+                spy.wait()
+            before, idle = idle_sessions_rss(gateway.proc.pid, 1000)
+            refused = gateway.log().count('"action":"reject"') + gateway.log().count('"action":"tempfail"')
+            postfix_log = (workdir / "postfix.log").read_text()
+            if refused or "NOQUEUE: reject" in postfix_log:
+                raise SystemExit(
+                    f"refusals during the benchmark: gateway {refused}, postfix {postfix_log.count('NOQUEUE: reject')}"
+                )
+        finally:
+            subprocess.run(["postfix", "-c", str(config), "stop"], capture_output=True)
+            gateway.stop()
+            sink.send_signal(signal.SIGTERM)
+            sink.wait(10)
+            knot.stop()
+    section = table(max(ours), max(theirs), before, idle, args)
+    print(section.replace(MARK_BEGIN, "").replace(MARK_END, "").strip())
+    if not args.no_write:
+        write_benchmarks(section)
+
+
+def table(ours: float, theirs: float, before: int, idle: int, args: argparse.Namespace) -> str:
+    return "\n".join(
+        [
+            MARK_BEGIN,
+            f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores with `make bench-gateway`: "
+            f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, best of {args.runs} "
+            "alternating runs after a warm-up, next hop `smtp-sink` for both.",
+            "",
+            "| server | msgs/s |",
+            "|---|---:|",
+            f"| Postfix 3.7 with `reject_unknown_client_hostname` | {theirs:,.0f} |",
+            f"| `rdnsgate serve gateway` (classic, uvloop) | {ours:,.0f} |",
+            f"| **ratio rdnsgate / Postfix** | **{ours / theirs:.2f}×** |",
+            "",
+            f"Gateway resident memory: {before / 1024:.1f} MiB at rest, {idle / 1024:.1f} MiB with 1,000 idle "
+            f"sessions (banner sent, waiting for EHLO): {(idle - before) / 1000:.1f} KiB per session.",
+            MARK_END,
+        ]
+    )
+
+
+def write_benchmarks(section: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text()
+    if MARK_BEGIN in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + section + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Gateway: rdnsgate vs Postfix\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--profile", default="", help="py-spy raw profile of the gateway under load to this file")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inside:
+        inside(args)
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the benchmark makes a network namespace and starts Postfix")
+    for tool in ("postfix", "smtp-source", "smtp-sink", "ip", "knotd"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing (make bench-gateway installs postfix, knot, iproute2)")
+    name = f"rdnsgate-bench-{os.getpid()}"
+    netns_etc = Path("/etc/netns") / name
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        netns_etc.mkdir(parents=True, exist_ok=True)
+        (netns_etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            name,
+            sys.executable,
+            __file__,
+            "--inside",
+            "--runs",
+            str(args.runs),
+            "--messages",
+            str(args.messages),
+        ]
+        if args.no_write:
+            command.append("--no-write")
+        if args.profile:
+            command += ["--profile", args.profile]
+        subprocess.run(command, check=True)
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+        shutil.rmtree(netns_etc, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
