@@ -82,6 +82,7 @@ class GatewaySettings:
     trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose PROXY header and XCLIENT are believed
     proxy_protocol: bool = False  # expect a PROXY v1/v2 header from trusted proxies
     whitelist_refresh: float = 5.0  # seconds between whitelist reloads
+    workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT); 0: one per core
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -92,6 +93,7 @@ class GatewaySettings:
             raise ConfigError(f"gateway.next_hop must look like smtp://HOST:PORT, not {self.next_hop!r}")
         for key in ("max_message_size", "max_recipients", "max_sessions", "max_sessions_per_ip"):
             _positive(f"gateway.{key}", getattr(self, key))
+        _at_least("gateway.workers", self.workers, 0)
         for key in ("command_timeout", "next_hop_timeout", "whitelist_refresh"):
             _positive(f"gateway.{key}", getattr(self, key))
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from rdnsgate.config import Settings
 from rdnsgate.errors import ConfigError
@@ -60,7 +62,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
 
 
-async def build_gateway(settings: Settings) -> tuple[Gateway, list[Callable[[], object]]]:
+async def build_gateway(settings: Settings, *, migrate: bool = True) -> tuple[Gateway, list[Callable[[], object]]]:
     """The gateway and the clean-up steps for its resources (in order)."""
     gw = settings.gateway
     listen = [parse_listen(item) for item in gw.listen]
@@ -69,7 +71,7 @@ async def build_gateway(settings: Settings) -> tuple[Gateway, list[Callable[[], 
     hostname = gw.hostname or socket.getfqdn()
     context = tls_context(gw.tls_cert, gw.tls_key)
     destination = destination_for(gw.next_hop, gw.maildir, timeout=gw.next_hop_timeout, helo_name=hostname)
-    store = await open_store(settings.storage.url)
+    store = await open_store(settings.storage.url, migrate=migrate)
     resolver = build_resolver(settings.dns)
     decisions = DecisionLog(store, settings.storage.decision_queue)
     decisions.start()
@@ -85,12 +87,12 @@ async def build_gateway(settings: Settings) -> tuple[Gateway, list[Callable[[], 
     )
     gateway.whitelist = await store.whitelist_list(datetime.now(UTC))
     gateway.store = store
-    return gateway, [decisions.close, resolver.close, store.close]
+    return gateway, [decisions.close, destination.close, resolver.close, store.close]
 
 
-async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set or a SIGTERM/SIGINT arrives."""
-    gateway, cleanups = await build_gateway(settings)
+async def run_gateway(settings: Settings, stop: asyncio.Event | None = None, *, worker: int | None = None) -> None:
+    """Serve until `stop` is set or a SIGTERM/SIGINT arrives (one worker of several when `worker` is set)."""
+    gateway, cleanups = await build_gateway(settings, migrate=worker is None)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -99,9 +101,11 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     refresher = loop.create_task(refresh_whitelist(gateway, gateway.store, settings.gateway.whitelist_refresh))
     servers = []
     try:
-        servers = await serve(gateway, [parse_listen(item) for item in settings.gateway.listen])
+        listen = [parse_listen(item) for item in settings.gateway.listen]
+        servers = await serve(gateway, listen, reuse_port=worker is not None)
         log.info(
-            "rdnsgate gateway ready: profile %s, next hop %s, relay domains %s",
+            "rdnsgate gateway%s ready: profile %s, next hop %s, relay domains %s",
+            "" if worker is None else f" worker {worker}",
             gateway.profile.name,
             gateway.destination.describe(),
             ", ".join(sorted(gateway.relay_domains)) or "(none: every recipient is refused)",
@@ -120,3 +124,56 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
             if asyncio.iscoroutine(result):
                 await result
         log.info("stopped")
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.gateway.workers or max(1, os.cpu_count() or 1)
+
+
+def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> int:
+    """`gateway.workers` processes on the same ports (SO_REUSEPORT); returns the exit status.
+
+    The schema is migrated once here, before the workers fork.  SIGTERM and
+    SIGINT are passed on to every worker, which drains as a single gateway
+    would; when one worker dies, the others are stopped too.
+    """
+    count = worker_count(settings)
+    for item in settings.gateway.listen:
+        parse_listen(item)
+
+    async def migrate() -> None:
+        store = await open_store(settings.storage.url)
+        await store.close()
+
+    runner(migrate())
+    children: list[int] = []
+    for number in range(count):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            status = 0
+            try:
+                runner(run_gateway(settings, worker=number + 1))
+            except BaseException:
+                log.exception("gateway worker %d failed", number + 1)
+                status = 1
+            finally:
+                os._exit(status)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while children:
+        pid, code = os.wait()
+        if pid in children:
+            children.remove(pid)
+            if code != 0 and children:
+                log.error("gateway worker %d exited with %d; stopping the others", pid, code)
+                forward(signal.SIGTERM, None)
+                status = 1
+    return status

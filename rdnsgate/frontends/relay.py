@@ -69,6 +69,10 @@ class Destination(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str: ...
 
+    async def close(self) -> None:
+        """Let go of cached connections (at shutdown)."""
+        return None
+
 
 def _answer(code: int, message: str) -> Answer:
     text = " ".join(message.split())
@@ -79,8 +83,9 @@ def _answer(code: int, message: str) -> Answer:
 
 
 class SmtpTransaction(Transaction):
-    def __init__(self, client: aiosmtplib.SMTP) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, destination: SmtpDestination) -> None:
         self.client = client
+        self.destination = destination
         self.accepted = 0
 
     async def rcpt(self, recipient: str) -> Answer:
@@ -90,7 +95,7 @@ class SmtpTransaction(Transaction):
             return _answer(exc.code, exc.message)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             log.warning("next hop lost at RCPT: %s", exc)
-            await self.abort()
+            self._drop()
             return LOST
         except aiosmtplib.SMTPResponseException as exc:
             return _answer(exc.code, exc.message)
@@ -104,25 +109,47 @@ class SmtpTransaction(Transaction):
             answer = _answer(exc.code, exc.message)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             log.warning("next hop lost at DATA: %s", exc)
-            answer = LOST
+            self._drop()
+            return LOST
         else:
             answer = _answer(response.code, response.message)
+            client, self.client = self.client, None  # type: ignore[assignment]
+            self.destination.release(client)  # a finished transaction: the session is ready for the next
+            return answer
         await self.abort()
         return answer
 
+    def _drop(self) -> None:
+        client, self.client = self.client, None  # type: ignore[assignment]
+        if client is not None:
+            client.close()
+
     async def abort(self) -> None:
+        """RSET and keep the next-hop session for the next message, or close it on any trouble."""
         client, self.client = self.client, None  # type: ignore[assignment]
         if client is None:
             return
         try:
             if client.is_connected:
-                await asyncio.wait_for(client.quit(), timeout=5)
+                await asyncio.wait_for(client.rset(), timeout=5)
+                self.destination.release(client)
+                return
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            client.close()
+            pass
+        client.close()
 
 
 class SmtpDestination(Destination):
-    """``smtp://HOST:PORT``: a new next-hop session per transaction."""
+    """``smtp://HOST:PORT``, with a cache of idle next-hop sessions.
+
+    A session whose transaction ended (250 after DATA, or RSET) waits for the
+    next message, like Postfix's SMTP connection cache; an idle one is used at
+    most `MAX_IDLE` seconds after it was last busy, and one that turns out to
+    be gone is replaced, never counted as the next hop refusing.
+    """
+
+    MAX_IDLE = 20.0
+    MAX_CACHED = 32
 
     def __init__(self, url: str, *, timeout: float, helo_name: str) -> None:
         parts = urlsplit(url)
@@ -132,12 +159,46 @@ class SmtpDestination(Destination):
         self.port = parts.port or 25
         self.timeout = timeout
         self.helo_name = helo_name
+        self.idle: list[tuple[float, aiosmtplib.SMTP]] = []
+
+    def release(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected and len(self.idle) < self.MAX_CACHED:
+            self.idle.append((time.monotonic(), client))
+        else:
+            client.close()
+
+    def _cached(self) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        while self.idle:
+            since, client = self.idle.pop()
+            if client.is_connected and now - since < self.MAX_IDLE:
+                return client
+            client.close()
+        return None
+
+    async def close(self) -> None:
+        for _, client in self.idle:
+            client.close()
+        self.idle.clear()
 
     def describe(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"smtp://{host}:{self.port}"
 
     async def begin(self, sender: str, options: list[str]) -> Transaction | Answer:
+        forwarded = [item for item in options if item.upper().startswith(("SIZE=", "BODY="))]
+        reverse_path = "" if sender.strip() in ("", "<>") else sender
+        cached = self._cached()
+        if cached is not None:
+            try:
+                await cached.mail(reverse_path, options=forwarded)
+            except aiosmtplib.SMTPSenderRefused as exc:
+                self.release(cached)
+                return _answer(exc.code, exc.message)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                cached.close()  # the cached session went stale: open a fresh one
+            else:
+                return SmtpTransaction(cached, self)
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -149,8 +210,7 @@ class SmtpDestination(Destination):
         try:
             await client.connect()
             await client.ehlo()
-            forwarded = [item for item in options if item.upper().startswith(("SIZE=", "BODY="))]
-            await client.mail("" if sender.strip() in ("", "<>") else sender, options=forwarded)
+            await client.mail(reverse_path, options=forwarded)
         except aiosmtplib.SMTPSenderRefused as exc:
             client.close()
             return _answer(exc.code, exc.message)
@@ -161,7 +221,7 @@ class SmtpDestination(Destination):
             log.warning("next hop %s not reachable: %s", self.describe(), exc)
             client.close()
             return UNREACHABLE
-        return SmtpTransaction(client)
+        return SmtpTransaction(client, self)
 
 
 # -- Maildir -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import secrets
 import ssl
 from collections import Counter
@@ -45,6 +46,11 @@ INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
 NOT_CHECKED = CheckResult(Check.SENDER, Result.NONE, "not-given", "no MAIL FROM yet")
 SWITCHED_OFF = "off"
 _DISPATCH_NAMES: dict[type, list[str]] = {}
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"<(?P<address>{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    rf"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)>(?P<rest>(?:[ \t].*)?)\Z"
+)
 
 
 def _worse(old: CheckResult | None, new: CheckResult) -> CheckResult:
@@ -193,6 +199,26 @@ class GatewaySMTP(SMTP):
         if names is None:
             names = _DISPATCH_NAMES[cls] = [name for name in dir(cls) if name.startswith(("auth_", "smtp_"))]
         return list(names)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parser, with a fast path for the plain ``<local@domain>`` form.
+
+        aiosmtpd parses every MAIL/RCPT argument with the e-mail header parser
+        (~10% of a loaded gateway's time); a dot-atom address in angle brackets
+        gives the same result with one regular expression (a property test holds
+        the two to each other).  Anything else goes to aiosmtpd.
+        """
+        match = _PLAIN_PATH.match(arg) if arg else None
+        if match is None:
+            try:
+                result: tuple[str | None, str | None] = super()._getaddr(arg)
+            except (IndexError, ValueError):  # aiosmtpd's parser trips on some junk ("<"): a syntax error
+                return None, None
+            return result
+        address = match["address"]
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, match["rest"].lstrip()
 
     # -- connection life cycle ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -454,10 +480,14 @@ async def refresh_whitelist(gateway: Gateway, store: Any, interval: float) -> No
         await asyncio.sleep(interval)
 
 
-async def serve(gateway: Gateway, listen: Iterable[tuple[str, int]]) -> list[asyncio.base_events.Server]:
+async def serve(
+    gateway: Gateway, listen: Iterable[tuple[str, int]], *, reuse_port: bool = False
+) -> list[asyncio.base_events.Server]:
     loop = asyncio.get_running_loop()
     servers = []
     for host, port in listen:
-        servers.append(await loop.create_server(gateway.protocol, host=host, port=port, reuse_address=True))
+        servers.append(
+            await loop.create_server(gateway.protocol, host=host, port=port, reuse_address=True, reuse_port=reuse_port)
+        )
         log.info("gateway listening on %s", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return servers

@@ -23,6 +23,7 @@ log = logging.getLogger("rdnsgate.decision")
 errors = logging.getLogger(__name__)
 
 BATCH = 200
+LINGER = 0.1  # seconds the writer waits for more records before a commit
 
 
 class DecisionSink(Protocol):
@@ -112,6 +113,8 @@ class DecisionLog:
     async def _write_forever(self) -> None:
         while True:
             batch = [await self.queue.get()]
+            if self.queue.qsize() < BATCH:
+                await asyncio.sleep(LINGER)  # one commit for many records under load
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             self._busy = True

@@ -131,7 +131,7 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the gateway exited with {self.proc.returncode}:\n{self.log()}")
-            if "gateway ready" in self.log():
+            if " ready: profile" in self.log():
                 return self
             time.sleep(0.05)
         self.stop()

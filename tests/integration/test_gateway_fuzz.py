@@ -152,3 +152,14 @@ def test_internal_error_is_451_and_tells_nothing(_responder: FaultResponder) -> 
         smtp.close()
     finally:
         gateway.stop()
+
+
+def test_broken_address_is_a_syntax_error_not_an_internal_one(maildir_gateway: InProcess) -> None:
+    smtp = smtplib.SMTP(source_address=(GOOD, 0), timeout=10)
+    smtp.connect("127.0.0.1", maildir_gateway.port)
+    try:
+        smtp.ehlo("good1.example.org")
+        code, _ = smtp.docmd("MAIL", "FROM:<")
+        assert code == 553  # aiosmtpd's "malformed address", where its parser alone would crash (451)
+    finally:
+        smtp.close()

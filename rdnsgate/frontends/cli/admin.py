@@ -85,9 +85,12 @@ def serve_gateway(
     nameserver: Annotated[list[str] | None, typer.Option(help="Resolver HOST[:PORT], repeatable.")] = None,
     maildir: Annotated[str | None, typer.Option(help="Maildir used without a next hop.")] = None,
     storage: Annotated[str | None, typer.Option(help="Database URL (sqlite:///PATH or postgresql://...).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes sharing the listening ports; 0: one per core.", min=0, max=64)
+    ] = None,
 ) -> None:
     """The SMTP gateway: a before-queue proxy that refuses clients with broken DNS."""
-    from rdnsgate.daemon import configure_logging, run_gateway
+    from rdnsgate.daemon import configure_logging, run_gateway, run_gateway_processes, worker_count
 
     overrides: dict[str, dict[str, Any]] = {
         "gateway": {
@@ -96,6 +99,7 @@ def serve_gateway(
             "next_hop": next_hop,
             "relay_domains": tuple(relay_domain) if relay_domain else None,
             "maildir": maildir,
+            "workers": workers,
         },
         "dns": {"nameservers": tuple(nameserver) if nameserver else None},
         "storage": {"url": storage},
@@ -103,6 +107,8 @@ def serve_gateway(
     try:
         settings = settings_from(config, overrides)
         configure_logging()
+        if worker_count(settings) > 1:
+            raise typer.Exit(run_gateway_processes(settings, _run))
         _run(run_gateway(settings))
     except RdnsgateError as exc:
         raise fail(str(exc)) from None
