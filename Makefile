@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEBIAN_TEST_PACKAGES := knot knot-dnsutils adns-tools swaks
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench debian-deps clean
+.PHONY: run test lint typecheck unit bench bench-gateway debian-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ test: $(STAMP) debian-deps lint typecheck
 
 bench: $(STAMP) debian-deps
 	$(BIN)/python bench/audit_vs_adns.py
+
+# As root: makes a network namespace and runs a throw-away Postfix (never the system's).
+bench-gateway: $(STAMP) debian-deps
+	@dpkg-query -W -f='$${Status}' postfix 2>/dev/null | grep -q "install ok installed" || { \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postfix; }
+	$(BIN)/python bench/gateway_vs_postfix.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -134,10 +134,10 @@ def smtp_source(port: int, messages: int) -> float:
 
 
 def rss_kib(pid: int) -> int:
-    """Resident memory of `pid` and all its descendants (the gateway's workers)."""
+    """Proportional resident memory (PSS: shared pages split) of `pid` and its descendants (the workers)."""
     total = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
             total += int(line.split()[1])
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
@@ -258,8 +258,8 @@ def table(ours: float, theirs: float, before: int, idle: int, args: argparse.Nam
             f"| `rdnsgate serve gateway` (classic, uvloop, {args.workers or os.cpu_count()} workers) | {ours:,.0f} |",
             f"| **ratio rdnsgate / Postfix** | **{ours / theirs:.2f}×** |",
             "",
-            f"Gateway resident memory: {before / 1024:.1f} MiB at rest, {idle / 1024:.1f} MiB with 1,000 idle "
-            f"sessions (banner sent, waiting for EHLO): {(idle - before) / 1000:.1f} KiB per session.",
+            f"Gateway memory (PSS of all its processes): {before / 1024:.1f} MiB at rest, {idle / 1024:.1f} MiB "
+            f"with 1,000 idle sessions (banner sent, waiting for EHLO): {(idle - before) / 1000:.1f} KiB per session.",
             MARK_END,
         ]
     )

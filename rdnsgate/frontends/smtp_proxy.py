@@ -77,6 +77,7 @@ class SessionState:
     whitelisted: WhitelistEntry | None = None
     awaiting_xclient: bool = False  # a trusted proxy has not yet said who the client is
     transaction: Transaction | None = None
+    accepted: tuple[Report, Decision] | None = None  # the decision that let this transaction's recipients in
     recipients: list[str] = field(default_factory=list)
     refused_recipients: int = 0
 
@@ -407,6 +408,7 @@ class _Hooks:
             gateway.log(state, report, decision, [address])
             server.close_after_reply = decision.close
             return str(decision.reply)
+        state.accepted = (report, decision)
         if state.transaction is None:
             begun = await gateway.destination.begin(envelope.mail_from or "", list(envelope.mail_options))
             if isinstance(begun, Answer):
@@ -422,10 +424,9 @@ class _Hooks:
     async def handle_DATA(self, server: GatewaySMTP, session: Session, envelope: Envelope) -> str:
         gateway, state = self.gateway, self._state(server)
         transaction, state.transaction = state.transaction, None
-        if transaction is None or not envelope.rcpt_tos:
+        if transaction is None or not envelope.rcpt_tos or state.accepted is None:
             return "554 5.5.1 No valid recipients"
-        report = await gateway.report(state)
-        decision = gateway.decide(report, state)
+        report, decision = state.accepted  # nothing the checks see has changed since RCPT
         content = envelope.original_content or b""
         message = self._headers(server, session, state, report) + content
         answer = await transaction.data(message)
@@ -450,6 +451,7 @@ class _Hooks:
     @staticmethod
     async def _end_transaction(state: SessionState) -> None:
         state.recipients.clear()
+        state.accepted = None
         if state.transaction is not None:
             transaction, state.transaction = state.transaction, None
             await transaction.abort()
