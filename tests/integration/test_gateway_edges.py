@@ -235,3 +235,62 @@ def test_hostile_helo_cannot_inject_headers_or_log_lines(
         assert "\\u0001" in decision or "?" in decision  # escaped, on one line
     finally:
         gateway.stop()
+
+
+def test_swaks_and_ipv6_listener(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop) -> None:
+    text = settings(_responder.nameserver, next_hop.url, "monitor").replace(
+        'listen = ["127.0.0.1:{port}"]', 'listen = ["127.0.0.1:{port}", "[::1]:{port}"]'
+    )
+    gateway = GatewayProcess(tmp_path, text).start()
+    next_hop.clear()
+    try:
+        for server in (f"127.0.0.1:{gateway.port}", f"[::1]:{gateway.port}"):
+            proc = subprocess.run(
+                [
+                    "swaks",
+                    "--server",
+                    server.replace("[", "").replace("]:", ":") if server.startswith("[") else server,
+                    "--helo",
+                    "good1.example.org",
+                    "--from",
+                    "bob@example.org",
+                    "--to",
+                    "alice@example.net",
+                    *(["--local-interface", GOOD] if server.startswith("127.") else ["-6"]),
+                    "--timeout",
+                    "20",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert "250 2.0.0 Ok: queued as NEXTHOP" in proc.stdout, proc.stdout[-1500:]
+        peers = [item.content for item in next_hop.received]
+        assert len(peers) == 2
+        assert b"policy.iprev=::1" in peers[1]  # the IPv6 client was checked as itself
+    finally:
+        gateway.stop()
+
+
+def test_silent_client_is_timed_out_and_sessions_are_capped(
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop
+) -> None:
+    text = settings(_responder.nameserver, next_hop.url, "classic", "max_sessions = 2\n").replace(
+        "command_timeout = 20", "command_timeout = 1"
+    )
+    gateway = GatewayProcess(tmp_path, text).start()
+    try:
+        first, second = raw(gateway.port, GOOD), raw(gateway.port, "127.0.10.5")
+        assert lines(first).startswith(b"220") and lines(second).startswith(b"220")
+        third = raw(gateway.port, "127.0.10.6")
+        assert lines(third).startswith(b"421 4.7.0")  # over max_sessions in all
+        third.close()
+        time.sleep(1.5)
+        first.settimeout(5)
+        assert lines(first) == b""  # the silent client was disconnected after command_timeout
+        second.close()
+        first.close()
+        time.sleep(0.2)
+        assert transact(gateway, source="127.0.10.7", helo="good7.example.org").stage == "done"
+    finally:
+        gateway.stop()

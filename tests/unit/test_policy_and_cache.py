@@ -177,3 +177,32 @@ def test_nameserver_forms(tmp_path) -> None:  # type: ignore[no-untyped-def]
     conf.write_text("search example\n")
     with pytest.raises(UsageError, match="names no nameserver"):
         system_nameservers(conf)
+
+
+async def test_decision_log_never_blocks_and_counts_overflow() -> None:
+    import asyncio
+
+    from rdnsgate.model import DecisionRecord
+    from rdnsgate.policy.decision_log import DecisionLog
+
+    class SlowSink:
+        def __init__(self) -> None:
+            self.stored: list[DecisionRecord] = []
+
+        async def decisions_add(self, records: object) -> None:
+            await asyncio.sleep(0.05)
+            self.stored.extend(records)  # type: ignore[arg-type]
+
+    sink = SlowSink()
+    journal = DecisionLog(sink, maxsize=5)
+    journal.start()
+    record = DecisionRecord(NOW_RECORD, "s", "192.0.2.1", None, None, None, (), "classic", "accept", None, None, {})
+    for _ in range(20):
+        journal.record(record)  # returns at once, whatever the sink does
+    assert journal.dropped >= 14
+    await journal.close()
+    assert len(sink.stored) + journal.dropped == 20
+    assert journal.written == len(sink.stored)
+
+
+NOW_RECORD = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
