@@ -37,6 +37,11 @@ def async_url(url: str) -> str:
     driver = DRIVERS.get(parsed.drivername)
     if driver is None and "+" not in parsed.drivername:
         raise ConfigError(f"storage.url: unsupported database {parsed.drivername!r} (sqlite or postgresql)")
+    if driver == "postgresql+asyncpg":
+        try:
+            import asyncpg  # noqa: F401
+        except ImportError:
+            raise ConfigError("storage.url: PostgreSQL needs the asyncpg driver (pip install asyncpg)") from None
     if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     return str(parsed.set(drivername=driver)) if driver else url
