@@ -9,6 +9,7 @@ Times are stored and returned in UTC.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,11 +38,8 @@ def async_url(url: str) -> str:
     driver = DRIVERS.get(parsed.drivername)
     if driver is None and "+" not in parsed.drivername:
         raise ConfigError(f"storage.url: unsupported database {parsed.drivername!r} (sqlite or postgresql)")
-    if driver == "postgresql+asyncpg":
-        try:
-            import asyncpg  # noqa: F401
-        except ImportError:
-            raise ConfigError("storage.url: PostgreSQL needs the asyncpg driver (pip install asyncpg)") from None
+    if driver == "postgresql+asyncpg" and importlib.util.find_spec("asyncpg") is None:
+        raise ConfigError("storage.url: PostgreSQL needs the asyncpg driver (pip install asyncpg)")
     if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     return str(parsed.set(drivername=driver)) if driver else url
