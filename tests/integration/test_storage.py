@@ -94,3 +94,12 @@ def test_targets_and_expiry() -> None:
 async def test_bad_url() -> None:
     with pytest.raises(ConfigError):
         await open_store("mysql://x")
+
+
+async def test_postgresql_without_its_driver_is_a_clear_error() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("asyncpg") is not None:
+        pytest.skip("asyncpg is installed here")
+    with pytest.raises(ConfigError, match="asyncpg"):
+        await open_store("postgresql://rdnsgate:secret@127.0.0.1/rdnsgate")
