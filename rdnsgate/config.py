@@ -16,10 +16,11 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rdnsgate.errors import ConfigError
+from rdnsgate.errors import ConfigError, UsageError
 
 ENV_PREFIX = "RDNSGATE_"
 
@@ -217,6 +218,25 @@ def load_settings(
         return Settings(**{name: SECTIONS[name](**values) for name, values in merged.items()})
     except TypeError as exc:  # pragma: no cover - _section catches unknown keys first
         raise ConfigError(str(exc)) from None
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_moment(text: str, now: datetime, *, ago: bool) -> datetime:
+    """A duration ("45s", "90m", "12h", "30d", "2w") before (`ago`) or after `now`, or an ISO time (UTC by default).
+
+    Raises UsageError saying which forms are understood.
+    """
+    value = text.strip().lower()
+    if value[:-1].isdigit() and value[-1] in _UNITS:
+        delta = timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
+        return now - delta if ago else now + delta
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{text!r}: use 45s, 90m, 12h, 30d, 2w or an ISO time such as 2026-12-31T09:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def describe(settings: Settings) -> str:

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from rdnsgate.model import DecisionRecord, Report
 from rdnsgate.policy.decide import Decision
@@ -65,26 +65,32 @@ def make_record(
     )
 
 
+def record_dict(record: DecisionRecord) -> dict[str, Any]:
+    """The record as a JSON-ready dict (``rdnsgate decisions --json``)."""
+    return {
+        "at": record.at.isoformat(),
+        "session": record.session,
+        "client_ip": record.client_ip,
+        "ptr": record.ptr,
+        "helo": record.helo,
+        "sender": record.sender,
+        "recipients": list(record.recipients),
+        "profile": record.profile,
+        "action": record.action,
+        "stage": record.stage,
+        "reply": record.reply,
+        "checks": record.checks,
+        "whitelisted": record.whitelisted,
+        "node": record.node,
+    }
+
+
 def log_line(record: DecisionRecord) -> str:
-    """The record as one JSON log line: every client string is escaped by json.dumps."""
-    return json.dumps(
-        {
-            "event": "decision",
-            "session": record.session,
-            "client_ip": record.client_ip,
-            "ptr": record.ptr,
-            "helo": record.helo,
-            "sender": record.sender,
-            "recipients": list(record.recipients),
-            "profile": record.profile,
-            "action": record.action,
-            "stage": record.stage,
-            "reply": record.reply,
-            "whitelisted": record.whitelisted,
-            "checks": {name: f"{item['result']}/{item['reason']}" for name, item in record.checks.items()},
-        },
-        separators=(",", ":"),
-    )
+    """The record as one JSON log line (checks as "result/reason"); json.dumps escapes every client string."""
+    line = record_dict(record)
+    del line["at"], line["node"]  # the log line has its own time stamp and host
+    line["checks"] = {name: f"{item['result']}/{item['reason']}" for name, item in record.checks.items()}
+    return json.dumps({"event": "decision", **line}, separators=(",", ":"))
 
 
 class DecisionLog:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from rdnsgate.checks.names import is_fqdn, to_ascii_domain
+from rdnsgate.config import parse_moment
 from rdnsgate.errors import UsageError
 from rdnsgate.model import IPAddress, WhitelistEntry
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -41,14 +40,7 @@ def parse_expiry(text: str | None, now: datetime) -> datetime | None:
     """ "30d", "12h", "90m", "2w" or an ISO date/time (UTC when no zone is given); None: never."""
     if text is None or text.strip().lower() in ("", "never"):
         return None
-    value = text.strip().lower()
-    if value[:-1].isdigit() and value[-1] in _UNITS:
-        return now + timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"expiry {text!r}: use 30d, 12h, 90m, 2w or an ISO date such as 2026-12-31") from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = parse_moment(text, now, ago=False)
     if moment <= now:
         raise UsageError(f"expiry {text!r} is in the past")
     return moment

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rdnsgate.config import Settings, describe, load_settings
+from rdnsgate.config import Settings, describe, load_settings, parse_moment
 from rdnsgate.errors import RdnsgateError, UsageError
 from rdnsgate.frontends.cli.runtime import run_loop
 from rdnsgate.model import WhitelistEntry
+from rdnsgate.policy.decision_log import record_dict
 from rdnsgate.policy.whitelist import parse_expiry, parse_target
 from rdnsgate.storage import SqlStore, open_store
 
@@ -222,21 +223,6 @@ def whitelist_remove(
     typer.echo(f"removed {target}")
 
 
-def parse_since(text: str | None, now: datetime) -> datetime | None:
-    """ "2h", "30m", "7d" ago, or an ISO time."""
-    if text is None:
-        return None
-    value = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if value[:-1].isdigit() and value[-1] in units:
-        return now - timedelta(seconds=int(value[:-1]) * units[value[-1]])
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"{text!r}: use 2h, 30m, 7d or an ISO time such as 2026-11-23T09:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def decisions(
     ip: Annotated[str | None, typer.Option(help="Client IP address.")] = None,
     sender: Annotated[str | None, typer.Option(help="Sender address or part of it.")] = None,
@@ -259,7 +245,10 @@ def decisions(
                 client = str(parse_ip(ip))
             except ValueError:
                 raise UsageError(f"{ip!r} is not an IP address") from None
-        window = (parse_since(since, now), parse_since(until, now))
+        window = (
+            parse_moment(since, now, ago=True) if since else None,
+            parse_moment(until, now, ago=True) if until else None,
+        )
 
         async def work(store: SqlStore) -> list[Any]:
             return await store.decisions_find(
@@ -271,7 +260,7 @@ def decisions(
         raise fail(str(exc)) from None
     if as_json:
         for record in found:
-            typer.echo(json.dumps(_record_json(record), separators=(",", ":")))
+            typer.echo(json.dumps(record_dict(record), separators=(",", ":")))
         return
     console = Console(highlight=False)
     if not found:
@@ -279,25 +268,6 @@ def decisions(
         return
     for record in found:
         console.print(_explain(record))
-
-
-def _record_json(record: Any) -> dict[str, Any]:
-    return {
-        "at": record.at.isoformat(),
-        "session": record.session,
-        "client_ip": record.client_ip,
-        "ptr": record.ptr,
-        "helo": record.helo,
-        "sender": record.sender,
-        "recipients": list(record.recipients),
-        "profile": record.profile,
-        "action": record.action,
-        "stage": record.stage,
-        "reply": record.reply,
-        "checks": record.checks,
-        "whitelisted": record.whitelisted,
-        "node": record.node,
-    }
 
 
 def _explain(record: Any) -> str:
