@@ -100,6 +100,26 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """The Postfix policy service (check_policy_service)."""
+
+    listen: tuple[str, ...] = ("127.0.0.1:10040",)  # HOST:PORT, [IPv6]:PORT or unix:/path; repeatable
+    profile: str = "postfix"  # classic, postfix, strict, monitor
+    overrides: tuple[str, ...] = ()  # as gateway.overrides
+    authserv_id: str = ""  # Authentication-Results authserv-id (monitor); empty: this host's FQDN
+    check_url: str = ""  # check page appended to refusals
+    reject_footer: str = ""  # text appended to every refusal
+    max_instances: int = 10_000  # Postfix sessions whose evaluations are cached
+    whitelist_refresh: float = 5.0  # seconds between whitelist reloads
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ConfigError("policy.listen needs at least one address")
+        _positive("policy.max_instances", self.max_instances)
+        _positive("policy.whitelist_refresh", self.whitelist_refresh)
+
+
+@dataclass(frozen=True, slots=True)
 class StorageSettings:
     """Where the whitelist and the decision log live."""
 
@@ -112,6 +132,7 @@ class Settings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
 
 
@@ -119,6 +140,7 @@ SECTIONS: dict[str, type[Any]] = {
     "dns": DnsSettings,
     "checks": CheckSettings,
     "gateway": GatewaySettings,
+    "policy": PolicySettings,
     "storage": StorageSettings,
 }
 
@@ -237,6 +259,19 @@ def parse_moment(text: str, now: datetime, *, ago: bool) -> datetime:
     except ValueError:
         raise UsageError(f"{text!r}: use 45s, 90m, 12h, 30d, 2w or an ISO time such as 2026-12-31T09:00") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
+    value = text.strip()
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        port_text = rest[1:] if sep and rest.startswith(":") else ""
+    else:
+        host, _, port_text = value.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"gateway.listen {text!r}: write HOST:PORT or [IPv6]:PORT, e.g. 127.0.0.1:2525 or [::]:25")
+    return host, int(port_text)
 
 
 def describe(settings: Settings) -> str:

@@ -18,32 +18,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from rdnsgate.config import Settings
+from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import ConfigError
 from rdnsgate.frontends.relay import destination_for
-from rdnsgate.frontends.smtp_proxy import Gateway, refresh_whitelist, serve
+from rdnsgate.frontends.smtp_proxy import Gateway, serve
 from rdnsgate.lookups import build_resolver
 from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import apply_overrides, get_profile
+from rdnsgate.policy.whitelist import refresh_whitelist
 from rdnsgate.storage import open_store
 
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
-    value = text.strip()
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        port_text = rest[1:] if sep and rest.startswith(":") else ""
-    else:
-        host, _, port_text = value.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"gateway.listen {text!r}: write HOST:PORT or [IPv6]:PORT, e.g. 127.0.0.1:2525 or [::]:25")
-    return host, int(port_text)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
@@ -177,3 +165,48 @@ def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> i
                 forward(signal.SIGTERM, None)
                 status = 1
     return status
+
+
+async def run_policy(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """The Postfix policy service until `stop` is set or a SIGTERM/SIGINT arrives."""
+    from rdnsgate.frontends.policy_server import PolicyService, serve_policy
+
+    ps = settings.policy
+    profile, switched_off = apply_overrides(get_profile(ps.profile), ps.overrides, "policy.overrides")
+    for item in ps.listen:
+        if not item.startswith("unix:"):
+            parse_listen(item)
+    store = await open_store(settings.storage.url)
+    resolver = build_resolver(settings.dns)
+    decisions = DecisionLog(store, settings.storage.decision_queue)
+    decisions.start()
+    service = PolicyService(
+        Engine(resolver, settings.checks),
+        profile,
+        decisions,
+        authserv_id=ps.authserv_id or socket.getfqdn(),
+        switched_off=switched_off,
+        check_url=ps.check_url or None,
+        footer=ps.reject_footer or None,
+        max_instances=ps.max_instances,
+    )
+    service.whitelist = await store.whitelist_list(datetime.now(UTC))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    refresher = loop.create_task(refresh_whitelist(service, store, ps.whitelist_refresh))
+    servers = []
+    try:
+        servers = await serve_policy(service, list(ps.listen))
+        log.info("rdnsgate policy service ready: profile %s", profile.name)
+        await stop.wait()
+    finally:
+        for server in servers:
+            server.close()
+        refresher.cancel()
+        await decisions.close()
+        await resolver.close()
+        await store.close()
+        log.info("stopped")

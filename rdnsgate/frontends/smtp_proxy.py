@@ -472,16 +472,6 @@ class _Hooks:
         return (results + received).encode("ascii", "replace")
 
 
-async def refresh_whitelist(gateway: Gateway, store: Any, interval: float) -> None:
-    """Reload the active whitelist entries every `interval` seconds, for ever."""
-    while True:
-        try:
-            gateway.whitelist = await store.whitelist_list(datetime.now(UTC))
-        except Exception:
-            log.exception("could not reload the whitelist; keeping %d entries", len(gateway.whitelist))
-        await asyncio.sleep(interval)
-
-
 async def serve(
     gateway: Gateway, listen: Iterable[tuple[str, int]], *, reuse_port: bool = False
 ) -> list[asyncio.base_events.Server]:

@@ -115,6 +115,30 @@ def serve_gateway(
         raise fail(str(exc)) from None
 
 
+@serve_app.command("policy")
+def serve_policy(
+    config: ConfigOpt = None,
+    listen: Annotated[list[str] | None, typer.Option(help="HOST:PORT or unix:/path to listen on, repeatable.")] = None,
+    profile: Annotated[str | None, typer.Option(help="classic, postfix, strict or monitor.")] = None,
+    nameserver: Annotated[list[str] | None, typer.Option(help="Resolver HOST[:PORT], repeatable.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Database URL (sqlite:///PATH or postgresql://...).")] = None,
+) -> None:
+    """The Postfix policy service: check_policy_service inet:127.0.0.1:10040 (docs/postfix.md)."""
+    from rdnsgate.daemon import configure_logging, run_policy
+
+    overrides: dict[str, dict[str, Any]] = {
+        "policy": {"listen": tuple(listen) if listen else None, "profile": profile},
+        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
+        "storage": {"url": storage},
+    }
+    try:
+        settings = settings_from(config, overrides)
+        configure_logging()
+        _run(run_policy(settings))
+    except RdnsgateError as exc:
+        raise fail(str(exc)) from None
+
+
 @whitelist_app.command("add")
 def whitelist_add(
     target: Annotated[str, typer.Argument(help="IP, network (CIDR) or sender domain.")],

@@ -1,0 +1,170 @@
+"""``rdnsgate serve policy`` over TCP and a unix socket, against the knotd fixture."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.faultdns import Fault, FaultResponder
+from tests.harness.knot import free_port
+
+
+class PolicyProcess:
+    def __init__(self, workdir: Path, nameserver: str, profile: str, extra: str = "") -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.socket_path = workdir / "policy.sock"
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "rdnsgate.toml").write_text(
+            f'[dns]\nnameservers = ["{nameserver}"]\ntimeout = 0.3\ntries = 2\ncache_size = 0\n'
+            f'[policy]\nlisten = ["127.0.0.1:{self.port}", "unix:{self.socket_path}"]\nprofile = "{profile}"\n'
+            f'authserv_id = "mx.example.net"\n{extra}\n[storage]\nurl = "sqlite:///rdnsgate.db"\n'
+        )
+        self.log_path = workdir / "policy.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PolicyProcess:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rdnsgate", "serve", "policy", "--config", str(self.workdir / "rdnsgate.toml")],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 20
+        while "policy service ready" not in self.log():
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def services(
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder
+) -> Iterator[dict[str, PolicyProcess]]:
+    started = {}
+    try:
+        for profile in ("postfix", "monitor", "classic"):
+            started[profile] = PolicyProcess(
+                tmp_path_factory.mktemp(f"policy-{profile}"), _responder.nameserver, profile
+            ).start()
+        yield started
+    finally:
+        for service in started.values():
+            service.stop()
+
+
+def request(**attributes: str) -> bytes:
+    base = {
+        "request": "smtpd_access_policy",
+        "protocol_state": "RCPT",
+        "protocol_name": "ESMTP",
+        "client_address": "127.0.10.1",
+        "helo_name": "good1.example.org",
+        "sender": "bob@example.org",
+        "recipient": "alice@example.net",
+        "instance": "inst-1",
+    }
+    base.update(attributes)
+    return b"".join(f"{key}={value}\n".encode() for key, value in base.items()) + b"\n"
+
+
+def ask(sock: socket.socket, data: bytes) -> str:
+    sock.sendall(data)
+    answer = b""
+    while not answer.endswith(b"\n\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.decode()
+
+
+def connect(service: PolicyProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", service.port), timeout=10)
+
+
+def test_answers_per_profile_on_one_kept_connection(services: dict[str, PolicyProcess]) -> None:
+    with connect(services["postfix"]) as sock:
+        assert ask(sock, request()) == "action=DUNNO\n\n"
+        assert ask(sock, request(client_address="127.0.10.2", instance="i2")) == (
+            "action=450 4.7.1 Client host rejected: cannot find your reverse hostname, [127.0.10.2]\n\n"
+        )
+        assert ask(sock, request(client_address="127.0.10.3", instance="i3")).startswith("action=450 4.7.25 ")
+        assert ask(sock, request(sender="bob@nullmx.example.org", instance="i4")).startswith("action=550 5.7.27 ")
+        assert ask(sock, request(helo_name="localhost", instance="i5")).startswith("action=504 5.5.2 ")
+    with connect(services["classic"]) as sock:
+        # classic refuses at HELO: its refusal is given from the first state that can carry it
+        answer = ask(sock, request(client_address="127.0.10.2", protocol_state="EHLO", instance="c1"))
+        assert answer.startswith("action=501 5.7.25 PTR Records mismatch")
+
+
+def test_temporary_error_is_defer_if_permit(services: dict[str, PolicyProcess], faults: FaultResponder) -> None:
+    faults.add("4.10.0.127.in-addr.arpa", "PTR", Fault.TIMEOUT)
+    with connect(services["postfix"]) as sock:
+        answer = ask(sock, request(client_address="127.0.10.4", helo_name="slow4.example.org", instance="t1"))
+    assert answer.startswith("action=DEFER_IF_PERMIT 4.7.1 Client host rejected")
+
+
+def test_monitor_prepends_once_per_message(services: dict[str, PolicyProcess]) -> None:
+    with connect(services["monitor"]) as sock:
+        first = ask(sock, request(client_address="127.0.10.2", instance="m1"))
+        second = ask(sock, request(client_address="127.0.10.2", instance="m1", recipient="carol@example.net"))
+    assert first == (
+        "action=PREPEND Authentication-Results: mx.example.net; iprev=permerror policy.iprev=127.0.10.2\n\n"
+    )
+    assert second == "action=DUNNO\n\n"
+
+
+def test_one_evaluation_per_instance(services: dict[str, PolicyProcess], faults: FaultResponder) -> None:
+    with connect(services["postfix"]) as sock:
+        for number in range(20):
+            assert ask(sock, request(instance="many", recipient=f"r{number}@example.net")) == "action=DUNNO\n\n"
+    assert faults.asked("1.10.0.127.in-addr.arpa", "PTR") == 1
+
+
+def test_unix_socket(services: dict[str, PolicyProcess]) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(services["postfix"].socket_path))
+        assert ask(sock, request(instance="u1")) == "action=DUNNO\n\n"
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"a=" + b"x" * 600 + b"\n",
+        b"".join(b"a%d=1\n" % i for i in range(101)),
+        b"no equals\n\n",
+        b"".join(b"k%03d=" % i + b"v" * 400 + b"\n" for i in range(45)),
+    ],
+)
+def test_trouble_disconnects_without_a_reply(services: dict[str, PolicyProcess], junk: bytes) -> None:
+    with connect(services["postfix"]) as sock:
+        sock.sendall(junk)
+        assert sock.recv(4096) == b""  # disconnected, no action at all
+    assert "disconnecting" in services["postfix"].log()
+    with connect(services["postfix"]) as sock:  # still serving
+        assert ask(sock, request(instance="after-junk")) == "action=DUNNO\n\n"
+
+
+def test_bad_client_address_disconnects(services: dict[str, PolicyProcess]) -> None:
+    with connect(services["postfix"]) as sock:
+        sock.sendall(request(client_address="not-an-ip", instance="bad"))
+        assert sock.recv(4096) == b""

@@ -1,0 +1,55 @@
+"""The policy protocol parser, fed bytes in every split."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rdnsgate.frontends.policy_server import MAX_ATTRIBUTES, ProtocolError, RequestParser, reply
+
+REQUEST = (
+    b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.1\n"
+    b"client_name=mail.example.org\nhelo_name=mail.example.org\nsender=bob@example.org\n"
+    b"recipient=alice@example.net\ninstance=123.456.7\nccert_subject=\nfuture_attribute=x=y\n\n"
+)
+
+
+def parse_all(chunks: list[bytes]) -> list[dict[str, str]]:
+    parser = RequestParser()
+    out: list[dict[str, str]] = []
+    for chunk in chunks:
+        out.extend(parser.feed(chunk))
+    return out
+
+
+@given(st.lists(st.integers(1, len(REQUEST) * 2 - 1), max_size=8))
+def test_any_split_gives_the_same_requests(cuts: list[int]) -> None:
+    data = REQUEST * 2
+    points = sorted(set(cuts))
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    requests = parse_all(chunks)
+    assert len(requests) == 2
+    assert requests[0]["client_address"] == "192.0.2.1" and requests[0]["future_attribute"] == "x=y"
+    assert requests[0]["ccert_subject"] == ""
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"a=" + b"x" * 600 + b"\n\n", "longer than 512"),
+        (b"x" * 600, "longer than 512"),
+        (b"".join(b"a%d=1\n" % i for i in range(MAX_ATTRIBUTES + 1)) + b"\n", "more than 100"),
+        (b"".join(b"attribute_%03d=" % i + b"v" * 300 + b"\n" for i in range(60)) + b"\n", "larger than"),
+        (b"no equals sign\n\n", "malformed"),
+        (b"=value\n\n", "malformed"),
+        (b"bad name=1\n\n", "malformed"),
+    ],
+)
+def test_trouble_is_a_protocol_error(data: bytes, words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        parse_all([data])
+
+
+def test_reply_format() -> None:
+    assert reply("DUNNO") == b"action=DUNNO\n\n"
