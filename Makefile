@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBIAN_TEST_PACKAGES := knot knot-dnsutils adns-tools swaks
+DEBIAN_TEST_PACKAGES := knot knot-dnsutils adns-tools swaks postfix iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck unit bench bench-gateway debian-deps clean
@@ -27,6 +27,7 @@ debian-deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
@@ -44,9 +45,6 @@ bench: $(STAMP) debian-deps
 
 # As root: makes a network namespace and runs a throw-away Postfix (never the system's).
 bench-gateway: $(STAMP) debian-deps
-	@dpkg-query -W -f='$${Status}' postfix 2>/dev/null | grep -q "install ok installed" || { \
-	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postfix; }
 	$(BIN)/python bench/gateway_vs_postfix.py
 
 clean:

@@ -116,6 +116,8 @@ def zones() -> list[Zone]:
     org.add("mismatch3", "A", f"{V4}.99")
     loop.add("4", "PTR", "slow4.example.org.")  # the tests make its PTR lookup time out
     org.add("slow4", "A", "127.0.10.4")
+    loop.add("40", "PTR", "a40-first.example.org.").add("40", "PTR", "b40-second.example.org.")
+    org.add("a40-first", "A", f"{V4}.98").add("b40-second", "A", "127.0.10.40")  # only the second confirms
     for last in range(5, 40):  # more well-configured clients
         loop.add(str(last), "PTR", f"good{last}.example.org.")
         org.add(f"good{last}", "A", f"127.0.10.{last}")
