@@ -50,7 +50,7 @@ class Counts:
 
 
 class FaultResponder:
-    def __init__(self, upstream: tuple[str, int], address: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: tuple[str, int], address: str = "127.0.0.1", port: int = 0) -> None:
         self.upstream = upstream
         self.address = address
         self.rules: dict[tuple[str, str], Fault] = {}
@@ -60,7 +60,7 @@ class FaultResponder:
         self._lock = threading.Lock()
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
-        self.port = 0
+        self.port = port
 
     # -- rules -----------------------------------------------------------------
     def add(self, name: str, rtype: str, fault: Fault) -> None:
@@ -186,7 +186,7 @@ class FaultResponder:
             daemon_threads = True
             allow_reuse_address = True
 
-        udp = UdpServer((self.address, 0), Udp)
+        udp = UdpServer((self.address, self.port), Udp)
         self.port = udp.server_address[1]
         tcp = TcpServer((self.address, self.port), Tcp)
         self._servers = [udp, tcp]

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.data.zones import zones  # noqa: E402
+from tests.harness.faultdns import Fault, FaultResponder  # noqa: E402
 from tests.harness.knot import KnotServer  # noqa: E402
 from tests.harness.postfix import PostfixInstance  # noqa: E402
 from tests.harness.smtp import wait_port  # noqa: E402
@@ -63,7 +64,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rdnsgate-postfix-lab-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)
-        knot = KnotServer(work / "knot", zones(), address="127.0.0.1", port=53).start()
+        knot = KnotServer(work / "knot", zones(), address="127.0.0.1", port=5300).start()
+        # Port 53, where resolv.conf sends Postfix's resolver and rdnsgate alike: faults in front of knotd.
+        faults = FaultResponder(("127.0.0.1", 5300), port=53).start()
+        for name, rtype in (
+            ("4.10.0.127.in-addr.arpa", "PTR"),
+            ("helo-slow.example.org", "A"),
+            ("helo-slow.example.org", "AAAA"),
+            ("mx-slow.example.org", "MX"),
+        ):
+            faults.add(name, rtype, Fault.SERVFAIL)
         sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{SINK}", "100"], stdout=subprocess.DEVNULL)
         running: list[PostfixInstance] = []
         services: list[subprocess.Popen[bytes]] = []
@@ -117,6 +127,7 @@ def main() -> None:
                 service.wait(20)
             sink.terminate()
             sink.wait(10)
+            faults.stop()
             knot.stop()
             time.sleep(0.2)
     print(json.dumps(out))

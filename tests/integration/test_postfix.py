@@ -43,6 +43,10 @@ SCENARIOS = [
     {"id": "sender-no-mail-records", "source": GOOD, "helo": "good1.example.org", "sender": "bob@nomail.example.org"},
     {"id": "sender-not-fqdn", "source": GOOD, "helo": "good1.example.org", "sender": "bob@localhost"},
     {"id": "bounce", "source": GOOD, "helo": "good1.example.org", "sender": ""},
+    # SERVFAIL from the DNS (the lab's fault responder), for Postfix and rdnsgate alike
+    {"id": "ptr-servfail", "source": "127.0.10.4", "helo": "slow4.example.org", "sender": "bob@example.org"},
+    {"id": "helo-servfail", "source": GOOD, "helo": "helo-slow.example.org", "sender": "bob@example.org"},
+    {"id": "sender-servfail", "source": GOOD, "helo": "good1.example.org", "sender": "bob@mx-slow.example.org"},
 ]
 
 # What a client gets at RCPT, per Postfix: (code, enhanced status).
@@ -127,6 +131,28 @@ EXPECTED = {
         "monitor": (250, ""),
     },
     "bounce": {p: (250, "") for p in ("builtin", "postfix", "classic", "strict", "monitor")},
+    # A temporary DNS error is a 4xx everywhere (DEFER_IF_PERMIT from rdnsgate: Postfix answers 450).
+    "ptr-servfail": {
+        "builtin": (450, "4.7.1"),
+        "postfix": (450, "4.7.1"),
+        "classic": (450, "4.4.3"),
+        "strict": (450, "4.4.3"),
+        "monitor": (250, ""),
+    },
+    "helo-servfail": {
+        "builtin": (450, "4.7.1"),
+        "postfix": (450, "4.7.1"),
+        "classic": (450, "4.4.3"),
+        "strict": (450, "4.4.3"),
+        "monitor": (250, ""),
+    },
+    "sender-servfail": {
+        "builtin": (450, "4.1.8"),
+        "postfix": (450, "4.1.2"),
+        "classic": (450, "4.4.3"),
+        "strict": (450, "4.4.3"),
+        "monitor": (250, ""),
+    },
 }
 
 # Postfix's own rewrite of a policy reply's status code in smtpd_recipient_restrictions (docs/postfix.md).
