@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEBIAN_TEST_PACKAGES := knot knot-dnsutils adns-tools swaks postfix iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench bench-gateway debian-deps clean
+.PHONY: run test lint typecheck unit bench bench-gateway bench-policy debian-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP) debian-deps
 # As root: makes a network namespace and runs a throw-away Postfix (never the system's).
 bench-gateway: $(STAMP) debian-deps
 	$(BIN)/python bench/gateway_vs_postfix.py
+
+# As root: Postfix with its own checks vs Postfix asking rdnsgate, and the service's requests/s.
+bench-policy: $(STAMP) debian-deps
+	$(BIN)/python bench/policy_vs_postfix.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

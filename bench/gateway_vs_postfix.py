@@ -39,10 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.harness.knot import KnotServer, Zone  # noqa: E402
+from tests.harness.postfix import PostfixInstance, netns  # noqa: E402
 from tests.harness.smtp import GatewayProcess, wait_port  # noqa: E402
 
-MARK_BEGIN = "<!-- gateway-benchmark:begin -->"
-MARK_END = "<!-- gateway-benchmark:end -->"
 SINK, GATEWAY, POSTFIX = 2600, 2525, 2526
 
 
@@ -50,61 +49,6 @@ def zones() -> list[Zone]:
     reverse = Zone("0.0.127.in-addr.arpa").add("1", "PTR", "client.bench.example.")
     forward = Zone("bench.example").add("client", "A", "127.0.0.1").add("@", "MX", "10 client.bench.example.")
     return [reverse, forward]
-
-
-def postfix_instance(workdir: Path) -> Path:
-    """A Postfix configuration directory of its own, listening on 127.0.0.1:POSTFIX."""
-    config = workdir / "postfix"
-    config.mkdir()
-    workdir.chmod(0o755)  # the postfix user must reach its data directory
-    (workdir / "spool").mkdir()
-    (workdir / "data").mkdir()
-    shutil.chown(workdir / "data", user="postfix", group="postfix")
-    shutil.copy("/etc/postfix/master.cf", config / "master.cf")
-    master = []
-    for line in (config / "master.cf").read_text().splitlines():
-        if line.startswith("smtp      inet"):
-            line = f"127.0.0.1:{POSTFIX} inet n - n - - smtpd"
-        master.append(line)
-    (config / "master.cf").write_text("\n".join(master) + "\n")
-    (config / "main.cf").write_text(
-        "\n".join(
-            [
-                "compatibility_level = 3.6",
-                f"queue_directory = {workdir / 'spool'}",
-                f"data_directory = {workdir / 'data'}",
-                f"maillog_file = {workdir / 'postfix.log'}",
-                f"maillog_file_prefixes = {workdir}",
-                "mail_owner = postfix",
-                "setgid_group = postdrop",
-                "inet_interfaces = loopback-only",
-                "inet_protocols = ipv4",
-                "myhostname = pf.bench.example",
-                "mydestination =",
-                "relay_domains = bench.example",
-                f"relayhost = [127.0.0.1]:{SINK}",
-                "smtpd_client_restrictions = reject_unknown_client_hostname",
-                "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
-                "smtp_tls_security_level = none",
-                "smtpd_tls_security_level = none",
-                "default_process_limit = 200",
-                "smtpd_client_connection_count_limit = 0",
-                "smtpd_client_connection_rate_limit = 0",
-                "smtpd_client_message_rate_limit = 0",
-                "anvil_rate_time_unit = 60s",
-                "",
-            ]
-        )
-    )
-    return config
-
-
-def postfix(config: Path, action: str) -> None:
-    proc = subprocess.run(["postfix", "-c", str(config), action], capture_output=True, text=True)
-    if proc.returncode != 0:
-        log = config.parent / "postfix.log"
-        tail = "\n".join(log.read_text().splitlines()[-10:]) if log.exists() else "(no log)"
-        raise SystemExit(f"postfix {action} failed: {proc.stderr.strip()}\n{tail}")
 
 
 def smtp_source(port: int, messages: int) -> float:
@@ -190,12 +134,20 @@ url = "sqlite:///rdnsgate.db"
 """,
             port=GATEWAY,
         )
-        config = postfix_instance(workdir)
+        postfix = PostfixInstance(
+            workdir / "postfix",
+            POSTFIX,
+            {
+                "myhostname": "pf.bench.example",
+                "relay_domains": "bench.example",
+                "relayhost": f"[127.0.0.1]:{SINK}",
+                "smtpd_client_restrictions": "reject_unknown_client_hostname",
+            },
+        )
         try:
             wait_port("127.0.0.1", SINK)
             gateway.start()
-            postfix(config, "check")
-            postfix(config, "start")
+            postfix.start()
             wait_port("127.0.0.1", POSTFIX)
             smtp_source(GATEWAY, 200)  # warm-up: caches, connections, imports
             smtp_source(POSTFIX, 200)
@@ -227,27 +179,26 @@ url = "sqlite:///rdnsgate.db"
                 spy.wait()
             before, idle = idle_sessions_rss(gateway.proc.pid, 1000)
             refused = gateway.log().count('"action":"reject"') + gateway.log().count('"action":"tempfail"')
-            postfix_log = (workdir / "postfix.log").read_text()
+            postfix_log = postfix.log()
             if refused or "NOQUEUE: reject" in postfix_log:
                 raise SystemExit(
                     f"refusals during the benchmark: gateway {refused}, postfix {postfix_log.count('NOQUEUE: reject')}"
                 )
         finally:
-            subprocess.run(["postfix", "-c", str(config), "stop"], capture_output=True)
+            postfix.stop()
             gateway.stop()
             sink.send_signal(signal.SIGTERM)
             sink.wait(10)
             knot.stop()
     section = table(max(ours), max(theirs), before, idle, args)
-    print(section.replace(MARK_BEGIN, "").replace(MARK_END, "").strip())
+    print(section)
     if not args.no_write:
-        write_benchmarks(section)
+        write_section("gateway-benchmark", "Gateway: rdnsgate vs Postfix", section)
 
 
 def table(ours: float, theirs: float, before: int, idle: int, args: argparse.Namespace) -> str:
     return "\n".join(
         [
-            MARK_BEGIN,
             f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores with `make bench-gateway`: "
             f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, best of {args.runs} "
             "alternating runs after a warm-up, next hop `smtp-sink` for both.",
@@ -260,19 +211,21 @@ def table(ours: float, theirs: float, before: int, idle: int, args: argparse.Nam
             "",
             f"Gateway memory (PSS of all its processes): {before / 1024:.1f} MiB at rest, {idle / 1024:.1f} MiB "
             f"with 1,000 idle sessions (banner sent, waiting for EHLO): {(idle - before) / 1000:.1f} KiB per session.",
-            MARK_END,
         ]
     )
 
 
-def write_benchmarks(section: str) -> None:
+def write_section(mark: str, title: str, body: str) -> None:
+    """Replace (or append) the BENCHMARKS.md section between ``<!-- mark:begin -->`` and ``<!-- mark:end -->``."""
+    begin, end = f"<!-- {mark}:begin -->", f"<!-- {mark}:end -->"
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text()
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip() + "\n\n## Gateway: rdnsgate vs Postfix\n\n" + section + "\n"
+        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     path.write_text(text)
 
 
@@ -293,12 +246,7 @@ def main() -> None:
     for tool in ("postfix", "smtp-source", "smtp-sink", "ip", "knotd"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing (make bench-gateway installs postfix, knot, iproute2)")
-    name = f"rdnsgate-bench-{os.getpid()}"
-    netns_etc = Path("/etc/netns") / name
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        netns_etc.mkdir(parents=True, exist_ok=True)
-        (netns_etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    with netns("rdnsgate-bench-gw") as name:
         command = [
             "ip",
             "netns",
@@ -319,9 +267,6 @@ def main() -> None:
         if args.profile:
             command += ["--profile", args.profile]
         subprocess.run(command, check=True)
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-        shutil.rmtree(netns_etc, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from typing import Any
 
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import parse_listen
-from rdnsgate.model import Check, CheckResult, Report, Result
+from rdnsgate.model import Check, CheckResult, Lookup, Report, Result
 from rdnsgate.policy.decide import Decision, decide
 from rdnsgate.policy.decision_log import DecisionLog, make_record
 from rdnsgate.policy.evaluate import Engine
@@ -38,6 +40,7 @@ from rdnsgate.policy.whitelist import match
 
 log = logging.getLogger(__name__)
 
+REPORT_TTL = 60.0  # seconds a report may serve later sessions, at most
 MAX_LINE = 512
 MAX_ATTRIBUTES = 100
 MAX_REQUEST = 16 * 1024
@@ -49,42 +52,60 @@ class ProtocolError(Exception):
     """The peer broke the protocol: log a warning and disconnect."""
 
 
+_REQUEST = re.compile(rb"(?:[A-Za-z0-9_]+=[^\n]*\n)*[A-Za-z0-9_]+=[^\n]*\Z")
+
+
 class RequestParser:
-    """Sans-I/O: bytes in, complete requests (dicts) out; raises ProtocolError on trouble."""
+    """Sans-I/O: bytes in, complete requests (dicts) out; raises ProtocolError on trouble.
+
+    A request is cut at its empty line and checked as a whole: the size, the
+    number of lines, each line's length and the ``name=value`` form.
+    """
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._current: dict[str, str] = {}
-        self._count = 0
-        self._size = 0
 
     def feed(self, data: bytes) -> Iterator[dict[str, str]]:
         self._buffer += data
         while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > MAX_LINE:
-                    raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-                return
-            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
-            if len(line) > MAX_LINE:
-                raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-            self._size += len(line) + 1
-            if self._size > MAX_REQUEST:
-                raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                request, self._current, self._count, self._size = self._current, {}, 0, 0
-                yield request
+            if self._buffer.startswith(b"\n"):  # an empty request
+                self._buffer = self._buffer[1:]
+                yield {}
                 continue
-            name, sep, value = line.partition(b"=")
-            if not sep or not name or not name.replace(b"_", b"").isalnum():
-                raise ProtocolError(f"malformed line {line[:60]!r}")
-            self._count += 1
-            if self._count > MAX_ATTRIBUTES:
+            end = self._buffer.find(b"\n\n")
+            if end < 0:
+                self._check_partial()
+                return
+            block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            if len(block) + 2 > MAX_REQUEST:
+                raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
+            lines = block.split(b"\n")
+            if len(lines) > MAX_ATTRIBUTES:
                 raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
-            self._current[name.decode("ascii")] = value.decode("utf-8", "replace")
+            if max(map(len, lines)) > MAX_LINE:
+                raise ProtocolError(f"line longer than {MAX_LINE} bytes")
+            if _REQUEST.match(block) is None:
+                bad = next(line for line in lines if _REQUEST.match(line) is None)
+                raise ProtocolError(f"malformed line {bad[:60]!r}")
+            yield {
+                name.decode("ascii"): value.decode("utf-8", "replace")
+                for name, _, value in (line.partition(b"=") for line in lines)
+            }
+
+    def _check_partial(self) -> None:
+        """An unfinished request must already be within the limits."""
+        buffer = self._buffer
+        if len(buffer) > MAX_REQUEST:
+            raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
+        if max(map(len, buffer.split(b"\n"))) > MAX_LINE:
+            raise ProtocolError(f"line longer than {MAX_LINE} bytes")
+        if buffer.count(b"\n") > MAX_ATTRIBUTES:
+            raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
+
+
+def fresh_for(lookup: Lookup) -> float:
+    """How long the answer behind `lookup` stays valid: its TTL, or its negative TTL."""
+    return float(lookup.negative_ttl if lookup.negative_ttl is not None else lookup.ttl)
 
 
 def reply(action: str) -> bytes:
@@ -92,10 +113,17 @@ def reply(action: str) -> bytes:
 
 
 @dataclass
+class Evaluation:
+    report: Report
+    decision: Decision
+    whitelist: list[Any]  # the whitelist the decision was taken with (reloading replaces the list)
+
+
+@dataclass
 class SessionCache:
     """What one Postfix session (``instance``) has been told, and its evaluations."""
 
-    reports: dict[tuple[str, str], Report] = field(default_factory=dict)
+    evaluations: dict[tuple[str, str], Evaluation] = field(default_factory=dict)
     tagged: bool = False
     logged: set[str] = field(default_factory=set)
 
@@ -126,6 +154,9 @@ class PolicyService:
         self.max_instances = max_instances
         self.requests = 0
         self.evaluations = 0
+        # Reports shared across sessions of the same client, HELO and sender, while every DNS
+        # answer behind them is still fresh (never longer than REPORT_TTL).
+        self.recent: OrderedDict[tuple[str, str, str], tuple[float, Report]] = OrderedDict()
 
     def _session(self, instance: str) -> SessionCache:
         cache = self.sessions.get(instance)
@@ -137,12 +168,19 @@ class PolicyService:
             self.sessions.move_to_end(instance)
         return cache
 
-    async def _report(self, request: dict[str, str], cache: SessionCache) -> Report:
+    async def _evaluate(self, request: dict[str, str], cache: SessionCache) -> Evaluation:
+        """The session's report and decision for this HELO and sender, computed once."""
         helo = request.get("helo_name") or None
         sender = request.get("sender", "")
         key = (helo or "", sender)
-        report = cache.reports.get(key)
-        if report is None:
+        known = cache.evaluations.get(key)
+        if known is not None and known.whitelist is self.whitelist:
+            return known
+        if known is not None:
+            report = known.report
+        elif (recent := self._recent(request, key)) is not None:
+            report = recent
+        else:
             try:
                 ip = parse_ip(request.get("client_address", ""))
             except ValueError:
@@ -152,8 +190,40 @@ class PolicyService:
             self.evaluations += 1
             report = await self.engine.report(ip, helo, f"<{sender}>" if "sender" in request else None)
             report = self._switch_off(report)
-            cache.reports[key] = report
+            self._remember(request, key, report)
+        whitelist = self.whitelist
+        entry = match(whitelist, report.ip, report.sender_domain, datetime.now(UTC))
+        decision = decide(
+            report,
+            self.profile,
+            whitelisted=entry.describe() if entry else None,
+            authserv_id=self.authserv_id,
+            check_url=self.check_url,
+            footer=self.footer,
+        )
+        evaluation = cache.evaluations[key] = Evaluation(report, decision, whitelist)
+        return evaluation
+
+    def _recent(self, request: dict[str, str], key: tuple[str, str]) -> Report | None:
+        recent_key = (request.get("client_address", ""), *key)
+        found = self.recent.get(recent_key)
+        if found is None:
+            return None
+        expires, report = found
+        if expires <= time.monotonic():
+            del self.recent[recent_key]
+            return None
         return report
+
+    def _remember(self, request: dict[str, str], key: tuple[str, str], report: Report) -> None:
+        if any(item.temporary for item in report.checks):
+            return  # a temporary error is asked again next time
+        ttl = min([REPORT_TTL, *(fresh_for(lookup) for item in report.checks for lookup in item.lookups)])
+        if ttl <= 0:
+            return
+        self.recent[(request.get("client_address", ""), *key)] = (time.monotonic() + ttl, report)
+        while len(self.recent) > self.max_instances:
+            self.recent.popitem(last=False)
 
     def _switch_off(self, report: Report) -> Report:
         if not self.switched_off:
@@ -184,16 +254,8 @@ class PolicyService:
         cache = self._session(instance)
         if state in ("CONNECT", "UNKNOWN") or "client_address" not in request:
             return "DUNNO"
-        report = await self._report(request, cache)
-        entry = match(self.whitelist, report.ip, report.sender_domain, datetime.now(UTC))
-        decision = decide(
-            report,
-            self.profile,
-            whitelisted=entry.describe() if entry else None,
-            authserv_id=self.authserv_id,
-            check_url=self.check_url,
-            footer=self.footer,
-        )
+        evaluation = await self._evaluate(request, cache)
+        report, decision = evaluation.report, evaluation.decision
         stage = STAGE_OF_STATE.get(state, Stage.RCPT)
         recipient = request.get("recipient", "")
         if decision.refused and decision.stage is not None and ORDER[decision.stage] <= ORDER[stage]:

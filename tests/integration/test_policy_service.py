@@ -135,8 +135,19 @@ def test_monitor_prepends_once_per_message(services: dict[str, PolicyProcess]) -
 def test_one_evaluation_per_instance(services: dict[str, PolicyProcess], faults: FaultResponder) -> None:
     with connect(services["postfix"]) as sock:
         for number in range(20):
-            assert ask(sock, request(instance="many", recipient=f"r{number}@example.net")) == "action=DUNNO\n\n"
-    assert faults.asked("1.10.0.127.in-addr.arpa", "PTR") == 1
+            answer = ask(sock, request(instance="many", sender="once@example.org", recipient=f"r{number}@example.net"))
+            assert answer == "action=DUNNO\n\n"
+    assert faults.asked("example.org", "MX") == 1
+
+
+def test_later_sessions_of_the_same_client_reuse_fresh_results(
+    services: dict[str, PolicyProcess], faults: FaultResponder
+) -> None:
+    with connect(services["postfix"]) as sock:
+        for number in range(5):  # five Postfix sessions, same client, HELO and sender
+            answer = ask(sock, request(instance=f"again-{number}", sender="again@example.org"))
+            assert answer == "action=DUNNO\n\n"
+    assert faults.asked("example.org", "MX") == 1  # well within every TTL behind the result
 
 
 def test_unix_socket(services: dict[str, PolicyProcess]) -> None:
@@ -168,3 +179,32 @@ def test_bad_client_address_disconnects(services: dict[str, PolicyProcess]) -> N
     with connect(services["postfix"]) as sock:
         sock.sendall(request(client_address="not-an-ip", instance="bad"))
         assert sock.recv(4096) == b""
+
+
+def test_decisions_are_logged_like_the_gateways(services: dict[str, PolicyProcess]) -> None:
+    with connect(services["postfix"]) as sock:
+        ask(sock, request(client_address="127.0.10.2", instance="logged-1", recipient="dave@example.net"))
+    service = services["postfix"]
+    deadline = time.monotonic() + 10
+    while True:
+        found = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rdnsgate",
+                "decisions",
+                "--ip",
+                "127.0.10.2",
+                "--json",
+                "--config",
+                str(service.workdir / "rdnsgate.toml"),
+            ],
+            cwd=service.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if "dave@example.net" in found.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert '"action":"reject"' in found.stdout and '"no-ptr"' in found.stdout, found.stdout + found.stderr

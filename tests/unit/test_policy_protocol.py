@@ -38,6 +38,7 @@ def test_any_split_gives_the_same_requests(cuts: list[int]) -> None:
     ("data", "words"),
     [
         (b"a=" + b"x" * 600 + b"\n\n", "longer than 512"),
+        (b"a=" + b"x" * 600 + b"\n", "longer than 512"),  # before the request is even complete
         (b"x" * 600, "longer than 512"),
         (b"".join(b"a%d=1\n" % i for i in range(MAX_ATTRIBUTES + 1)) + b"\n", "more than 100"),
         (b"".join(b"attribute_%03d=" % i + b"v" * 300 + b"\n" for i in range(60)) + b"\n", "larger than"),
