@@ -213,7 +213,7 @@ class GatewaySMTP(SMTP):
         if match is None:
             try:
                 result: tuple[str | None, str | None] = super()._getaddr(arg)
-            except (IndexError, ValueError):  # aiosmtpd's parser trips on some junk ("<"): a syntax error
+            except Exception:  # aiosmtpd's parser crashes on some junk ("<", ".@["): a syntax error
                 return None, None
             return result
         address = match["address"]
