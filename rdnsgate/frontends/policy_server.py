@@ -31,11 +31,11 @@ from typing import Any
 
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import parse_listen
-from rdnsgate.model import Check, CheckResult, Lookup, Report, Result
+from rdnsgate.model import Check, Lookup, Report
 from rdnsgate.policy.decide import Decision, decide
 from rdnsgate.policy.decision_log import DecisionLog, make_record
 from rdnsgate.policy.evaluate import Engine
-from rdnsgate.policy.profiles import Action, Profile, Stage
+from rdnsgate.policy.profiles import Action, Profile, Stage, switched_off
 from rdnsgate.policy.whitelist import match
 
 log = logging.getLogger(__name__)
@@ -228,12 +228,7 @@ class PolicyService:
     def _switch_off(self, report: Report) -> Report:
         if not self.switched_off:
             return report
-        checks = tuple(
-            CheckResult(item.check, Result.NONE, "off", "switched off in the configuration")
-            if item.check in self.switched_off
-            else item
-            for item in report.checks
-        )
+        checks = tuple(switched_off(item.check) if item.check in self.switched_off else item for item in report.checks)
         return Report(
             report.ip,
             report.iprev,

@@ -36,7 +36,7 @@ from rdnsgate.policy.decide import Decision, decide
 from rdnsgate.policy.decision_log import DecisionLog, make_record
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.headers import authentication_results, printable
-from rdnsgate.policy.profiles import Profile, Stage
+from rdnsgate.policy.profiles import Profile, Stage, switched_off
 from rdnsgate.policy.whitelist import match
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 SEVERITY = {Result.PASS: 0, Result.NONE: 0, Result.TEMPERROR: 1, Result.FAIL: 2, Result.PERMERROR: 3}
 INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
 NOT_CHECKED = CheckResult(Check.SENDER, Result.NONE, "not-given", "no MAIL FROM yet")
-SWITCHED_OFF = "off"
 _DISPATCH_NAMES: dict[type, list[str]] = {}
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
@@ -55,10 +54,6 @@ _PLAIN_PATH = re.compile(
 
 def _worse(old: CheckResult | None, new: CheckResult) -> CheckResult:
     return new if old is None or SEVERITY[new.result] >= SEVERITY[old.result] else old
-
-
-def _switched_off(check: Check) -> CheckResult:
-    return CheckResult(check, Result.NONE, SWITCHED_OFF, "switched off in the configuration")
 
 
 @dataclass
@@ -132,7 +127,7 @@ class Gateway:
 
     async def iprev(self, state: SessionState) -> IprevReport:
         if state.iprev_task is None:
-            return IprevReport(state.client_ip, _switched_off(Check.IPREV), Lookup("", "PTR", Status.NODATA))
+            return IprevReport(state.client_ip, switched_off(Check.IPREV), Lookup("", "PTR", Status.NODATA))
         return await asyncio.shield(state.iprev_task)
 
     async def report(self, state: SessionState) -> Report:
@@ -334,7 +329,7 @@ class _Hooks:
             session.host_name = name
             return None
         if Check.HELO in gateway.switched_off:
-            helo, align = _switched_off(Check.HELO), _switched_off(Check.HELO_ALIGN)
+            helo, align = switched_off(Check.HELO), switched_off(Check.HELO_ALIGN)
         else:
             helo, align = await gateway.engine.helo(name, state.client_ip, await gateway.iprev(state))
         state.helo = _worse(state.helo, helo)
@@ -378,7 +373,7 @@ class _Hooks:
         state.sender_address = form.address
         state.sender_domain = form.domain or None
         if Check.SENDER in gateway.switched_off:
-            state.sender = _switched_off(Check.SENDER)
+            state.sender = switched_off(Check.SENDER)
         else:
             state.sender = await gateway.engine.sender_check(form)
         state.whitelisted = gateway.whitelisted(state)

@@ -125,6 +125,11 @@ class Profile:
 OFF = "off"
 
 
+def switched_off(check: Check) -> CheckResult:
+    """The result of a check an override switched off: none/off, and no lookups made."""
+    return CheckResult(check, Result.NONE, OFF, "switched off in the configuration")
+
+
 def apply_overrides(profile: Profile, overrides: Sequence[str], where: str) -> tuple[Profile, frozenset[Check]]:
     """Per-check overrides "CHECK=off|log|tempfail CODE ENH TEXT|reject CODE ENH TEXT" on top of `profile`.
 
