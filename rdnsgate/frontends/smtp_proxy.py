@@ -20,7 +20,7 @@ import secrets
 import ssl
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, cast
@@ -73,8 +73,6 @@ class SessionState:
     awaiting_xclient: bool = False  # a trusted proxy has not yet said who the client is
     transaction: Transaction | None = None
     accepted: tuple[Report, Decision] | None = None  # the decision that let this transaction's recipients in
-    recipients: list[str] = field(default_factory=list)
-    refused_recipients: int = 0
 
 
 class Gateway:
@@ -413,7 +411,6 @@ class _Hooks:
         if answer.ok:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
-            state.recipients.append(address)
         return str(answer)
 
     async def handle_DATA(self, server: GatewaySMTP, session: Session, envelope: Envelope) -> str:
@@ -427,7 +424,6 @@ class _Hooks:
         answer = await transaction.data(message)
         gateway.log(state, report, decision, list(envelope.rcpt_tos))
         gateway.stats["messages_accepted" if answer.ok else "messages_refused_by_next_hop"] += 1
-        state.recipients.clear()
         return str(answer)
 
     async def handle_RSET(self, server: GatewaySMTP, session: Session, envelope: Envelope) -> str:
@@ -445,7 +441,6 @@ class _Hooks:
 
     @staticmethod
     async def _end_transaction(state: SessionState) -> None:
-        state.recipients.clear()
         state.accepted = None
         if state.transaction is not None:
             transaction, state.transaction = state.transaction, None

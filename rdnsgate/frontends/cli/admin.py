@@ -16,7 +16,7 @@ from rich.table import Table
 
 from rdnsgate.config import Settings, describe, load_settings, parse_moment
 from rdnsgate.errors import RdnsgateError, UsageError
-from rdnsgate.frontends.cli.runtime import run_loop
+from rdnsgate.frontends.cli.runtime import run_loop, usage_error
 from rdnsgate.model import WhitelistEntry
 from rdnsgate.policy.decision_log import record_dict
 from rdnsgate.policy.whitelist import parse_expiry, parse_target
@@ -37,11 +37,6 @@ ConfigOpt = Annotated[
 serve_app = typer.Typer(help="Run rdnsgate's services.", no_args_is_help=True)
 whitelist_app = typer.Typer(help="Senders that skip the checks: IPs, networks, sender domains.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective settings.", no_args_is_help=True)
-
-
-def fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(2)
 
 
 def settings_from(config: Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
@@ -112,7 +107,7 @@ def serve_gateway(
             raise typer.Exit(run_gateway_processes(settings, _run))
         _run(run_gateway(settings))
     except RdnsgateError as exc:
-        raise fail(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
 
 @serve_app.command("policy")
@@ -136,7 +131,7 @@ def serve_policy(
         configure_logging()
         _run(run_policy(settings))
     except RdnsgateError as exc:
-        raise fail(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
 
 @whitelist_app.command("add")
@@ -163,7 +158,7 @@ def whitelist_add(
 
         saved, created = with_store(settings, work)
     except RdnsgateError as exc:
-        raise fail(str(exc)) from None
+        raise usage_error(str(exc)) from None
     until = f", expires {saved.expires_at:%Y-%m-%d %H:%M} UTC" if saved.expires_at else ", never expires"
     verb = "added" if created else "updated"
     typer.echo(f"{verb} #{saved.id} {saved.value}{until}: {saved.reason}")
@@ -185,7 +180,7 @@ def whitelist_list(
 
         entries = with_store(settings, work)
     except RdnsgateError as exc:
-        raise fail(str(exc)) from None
+        raise usage_error(str(exc)) from None
     if as_json:
         typer.echo(json.dumps([_entry_json(item) for item in entries], indent=2))
         return
@@ -241,9 +236,9 @@ def whitelist_remove(
 
             removed = with_store(settings, by_value)
     except RdnsgateError as exc:
-        raise fail(str(exc)) from None
+        raise usage_error(str(exc)) from None
     if not removed:
-        raise fail(f"{target} is not on the whitelist")
+        raise usage_error(f"{target} is not on the whitelist")
     typer.echo(f"removed {target}")
 
 
@@ -281,7 +276,7 @@ def decisions(
 
         found = with_store(settings, work)
     except RdnsgateError as exc:
-        raise fail(str(exc)) from None
+        raise usage_error(str(exc)) from None
     if as_json:
         for record in found:
             typer.echo(json.dumps(record_dict(record), separators=(",", ":")))
@@ -323,4 +318,4 @@ def config_show(config: ConfigOpt = None) -> None:
     try:
         typer.echo(describe(settings_from(config)))
     except RdnsgateError as exc:
-        raise fail(str(exc)) from None
+        raise usage_error(str(exc)) from None

@@ -23,7 +23,7 @@ from rdnsgate.errors import RdnsgateError, UsageError
 from rdnsgate.frontends.cli import admin
 from rdnsgate.frontends.cli import audit as audit_mod
 from rdnsgate.frontends.cli.check_view import render_check
-from rdnsgate.frontends.cli.runtime import run_loop, tune_gc
+from rdnsgate.frontends.cli.runtime import run_loop, tune_gc, usage_error
 from rdnsgate.lookups import build_resolver
 from rdnsgate.lookups.nameservers import resolve_nameservers
 from rdnsgate.model import Result
@@ -53,11 +53,6 @@ NameserverOpt = Annotated[
 ]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the first try of each DNS question.", min=0.05)]
 TriesOpt = Annotated[int, typer.Option(help="Tries per DNS question, rotating over the nameservers.", min=1, max=10)]
-
-
-def fail_usage(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(2)
 
 
 def version_callback(value: bool) -> None:
@@ -93,7 +88,7 @@ def check(
     try:
         address = parse_ip(ip)
     except ValueError:
-        raise fail_usage(f"{ip!r} is not an IP address") from None
+        raise usage_error(f"{ip!r} is not an IP address") from None
     dns = DnsSettings(nameservers=tuple(nameserver or ()), timeout=timeout, tries=tries)
 
     async def go() -> dict[str, Any]:
@@ -109,7 +104,7 @@ def check(
     try:
         result = run_loop(go())
     except RdnsgateError as exc:
-        raise fail_usage(str(exc)) from None
+        raise usage_error(str(exc)) from None
     report, decisions = result["report"], result["decisions"]
     now = datetime.now(UTC)
     if as_json:
@@ -153,11 +148,11 @@ def audit(
 ) -> None:
     """Check every address of ranges or a file; stream CSV or JSON lines, then a summary on stderr."""
     if not targets and file is None:
-        raise fail_usage("give addresses or networks, or --file")
+        raise usage_error("give addresses or networks, or --file")
     try:
         source = audit_mod.targets_from(targets or [], file)
     except RdnsgateError as exc:
-        raise fail_usage(str(exc)) from None
+        raise usage_error(str(exc)) from None
     dns = DnsSettings(
         nameservers=tuple(nameserver or ()), timeout=timeout, tries=tries, max_inflight=max_inflight, cache_size=0
     )
@@ -178,7 +173,7 @@ def audit(
                 audit_mod.run_audit(source, dns, concurrency, output_format, sys.stdout, err, show_progress)
             )
     except RdnsgateError as exc:
-        raise fail_usage(str(exc)) from None
+        raise usage_error(str(exc)) from None
     audit_mod.print_summary(err, summary)
     raise typer.Exit(summary.exit_status())
 

@@ -1,4 +1,4 @@
-"""How the CLI runs its async work: the event loop and the garbage collector's pace."""
+"""How the CLI runs its async work and reports bad usage: event loop, garbage collector, errors."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import asyncio
 import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
 
 T = TypeVar("T")
 
@@ -25,3 +29,9 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def usage_error(message: str) -> typer.Exit:
+    """Print "error: MESSAGE" on stderr; the Exit to raise carries status 2."""
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(2)
