@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -189,4 +190,21 @@ class DecisionRecord:
     checks: dict[str, dict[str, str]]  # check -> {"result", "reason", "detail"}
     whitelisted: str | None = None
     node: str = ""
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetEntry:
+    """A watched sending server and its monitor state, as stored (plain values)."""
+
+    ip: str
+    helo: str | None
+    label: str
+    state: str = "unknown"
+    since: datetime | None = None
+    last_good: dict[str, Any] | None = None  # a Chain as a dict
+    candidate: str | None = None
+    candidate_count: int = 0
+    last_checked: datetime | None = None
+    last_chain: dict[str, Any] | None = None
     id: int | None = None

@@ -41,3 +41,43 @@ decisions = sa.Table(
     sa.Index("ix_decisions_at", "at"),
     sa.Index("ix_decisions_sender", "sender"),
 )
+
+fleet = sa.Table(
+    "fleet",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ip", sa.String(45), nullable=False, unique=True),
+    sa.Column("helo", sa.String(255), nullable=True),
+    sa.Column("label", sa.String(100), nullable=False, server_default=""),
+    sa.Column("state", sa.String(16), nullable=False, server_default="unknown"),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_good", sa.JSON, nullable=True),
+    sa.Column("candidate", sa.String(16), nullable=True),
+    sa.Column("candidate_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_checked", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_chain", sa.JSON, nullable=True),
+)
+
+fleet_checks = sa.Table(
+    "fleet_checks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("fleet_id", sa.Integer, sa.ForeignKey("fleet.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("seen", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("chain", sa.JSON, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_fleet_checks_fleet_at", "fleet_id", "at"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("fleet_id", sa.Integer, sa.ForeignKey("fleet.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("before", sa.String(16), nullable=False),
+    sa.Column("after", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+)

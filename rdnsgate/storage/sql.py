@@ -22,8 +22,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from rdnsgate.errors import ConfigError
-from rdnsgate.model import DecisionRecord, WhitelistEntry
-from rdnsgate.storage.schema import decisions, whitelist
+from rdnsgate.model import DecisionRecord, FleetEntry, WhitelistEntry
+from rdnsgate.storage.schema import alerts, decisions, fleet, fleet_checks, whitelist
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
@@ -58,7 +58,112 @@ def _upgrade(connection: sa.Connection) -> None:
     command.upgrade(config, "head")
 
 
-class SqlStore:
+class FleetStore:
+    """The fleet's rows; mixed into SqlStore."""
+
+    engine: AsyncEngine
+
+    async def fleet_add(self, entry: FleetEntry) -> tuple[FleetEntry, bool]:
+        """Watch `entry.ip`, or update its HELO and label when it is watched already; True when new."""
+        async with self.engine.begin() as connection:
+            existing = (await connection.execute(sa.select(fleet.c.id).where(fleet.c.ip == entry.ip))).scalar()
+            if existing is None:
+                await connection.execute(
+                    fleet.insert().values(
+                        ip=entry.ip,
+                        helo=entry.helo,
+                        label=entry.label,
+                        state="unknown",
+                        since=_utc(entry.since) or datetime.now(UTC),
+                    )
+                )
+            else:
+                await connection.execute(
+                    fleet.update().where(fleet.c.id == existing).values(helo=entry.helo, label=entry.label)
+                )
+            row = (await connection.execute(sa.select(fleet).where(fleet.c.ip == entry.ip))).mappings().one()
+        return _fleet_entry(dict(row)), existing is None
+
+    async def fleet_list(self) -> list[FleetEntry]:
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(sa.select(fleet).order_by(fleet.c.id))).mappings().all()
+        return [_fleet_entry(dict(row)) for row in rows]
+
+    async def fleet_remove(self, ip: str) -> int:
+        async with self.engine.begin() as connection:
+            entry_id = (await connection.execute(sa.select(fleet.c.id).where(fleet.c.ip == ip))).scalar()
+            if entry_id is None:
+                return 0
+            await connection.execute(alerts.delete().where(alerts.c.fleet_id == entry_id))
+            await connection.execute(fleet_checks.delete().where(fleet_checks.c.fleet_id == entry_id))
+            await connection.execute(fleet.delete().where(fleet.c.id == entry_id))
+        return 1
+
+    async def fleet_record(
+        self, entry: FleetEntry, at: datetime, seen: str, detail: str, alert: tuple[str, str] | None
+    ) -> None:
+        """Store one check of `entry` (already carrying its new state), and its alert if any."""
+        assert entry.id is not None
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                fleet.update()
+                .where(fleet.c.id == entry.id)
+                .values(
+                    state=entry.state,
+                    since=_utc(entry.since),
+                    last_good=entry.last_good,
+                    candidate=entry.candidate,
+                    candidate_count=entry.candidate_count,
+                    last_checked=_utc(at),
+                    last_chain=entry.last_chain,
+                )
+            )
+            await connection.execute(
+                fleet_checks.insert().values(
+                    fleet_id=entry.id,
+                    at=_utc(at),
+                    seen=seen,
+                    state=entry.state,
+                    chain=entry.last_chain or {},
+                    detail=detail,
+                )
+            )
+            if alert is not None:
+                await connection.execute(
+                    alerts.insert().values(
+                        fleet_id=entry.id, at=_utc(at), before=alert[0], after=alert[1], detail=detail
+                    )
+                )
+
+    async def fleet_alerts(self, ip: str, limit: int = 50) -> list[dict[str, Any]]:
+        query = (
+            sa.select(alerts.c.at, alerts.c.before, alerts.c.after, alerts.c.detail)
+            .join(fleet, fleet.c.id == alerts.c.fleet_id)
+            .where(fleet.c.ip == ip)
+            .order_by(alerts.c.at.desc(), alerts.c.id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as connection:
+            return [dict(row) for row in (await connection.execute(query)).mappings().all()]
+
+
+def _fleet_entry(row: dict[str, Any]) -> FleetEntry:
+    return FleetEntry(
+        ip=row["ip"],
+        helo=row["helo"],
+        label=row["label"],
+        state=row["state"],
+        since=_utc(row["since"]),
+        last_good=row["last_good"],
+        candidate=row["candidate"],
+        candidate_count=row["candidate_count"],
+        last_checked=_utc(row["last_checked"]),
+        last_chain=row["last_chain"],
+        id=row["id"],
+    )
+
+
+class SqlStore(FleetStore):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 

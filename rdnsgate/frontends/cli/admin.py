@@ -37,6 +37,7 @@ ConfigOpt = Annotated[
 serve_app = typer.Typer(help="Run rdnsgate's services.", no_args_is_help=True)
 whitelist_app = typer.Typer(help="Senders that skip the checks: IPs, networks, sender domains.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective settings.", no_args_is_help=True)
+fleet_app = typer.Typer(help="Your sending servers, watched for broken or drifting DNS.", no_args_is_help=True)
 
 
 def settings_from(config: Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
@@ -319,3 +320,119 @@ def config_show(config: ConfigOpt = None) -> None:
         typer.echo(describe(settings_from(config)))
     except RdnsgateError as exc:
         raise usage_error(str(exc)) from None
+
+
+@fleet_app.command("add")
+def fleet_add(
+    ip: Annotated[str, typer.Argument(help="The sending server's IP address.")],
+    helo: Annotated[str | None, typer.Option(help="The HELO name it announces.")] = None,
+    label: Annotated[str, typer.Option(help="A name for people, e.g. eu-1.")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Watch a sending server (adding it again updates its HELO name and label)."""
+    from rdnsgate.checks.names import parse_ip
+    from rdnsgate.model import FleetEntry
+
+    try:
+        try:
+            address = str(parse_ip(ip))
+        except ValueError:
+            raise UsageError(f"{ip!r} is not an IP address") from None
+        settings = settings_from(config)
+
+        async def work(store: SqlStore) -> tuple[FleetEntry, bool]:
+            return await store.fleet_add(FleetEntry(address, helo, label))
+
+        entry, created = with_store(settings, work)
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
+    typer.echo(
+        f"{'watching' if created else 'updated'} {entry.ip} ({entry.label or 'no label'}), HELO {entry.helo or '-'}"
+    )
+
+
+@fleet_app.command("list")
+def fleet_list(config: ConfigOpt = None) -> None:
+    """The watched servers and their last known state."""
+    try:
+        settings = settings_from(config)
+
+        async def work(store: SqlStore) -> list[Any]:
+            return await store.fleet_list()
+
+        entries = with_store(settings, work)
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
+    _fleet_table(entries)
+
+
+@fleet_app.command("remove")
+def fleet_remove(
+    ip: Annotated[str, typer.Argument(help="The IP address as added.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Stop watching a server (its history goes too)."""
+    try:
+        settings = settings_from(config)
+
+        async def work(store: SqlStore) -> int:
+            return await store.fleet_remove(ip)
+
+        removed = with_store(settings, work)
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
+    if not removed:
+        raise usage_error(f"{ip} is not watched")
+    typer.echo(f"stopped watching {ip}")
+
+
+@fleet_app.command("status")
+def fleet_status(config: ConfigOpt = None) -> None:
+    """Check every watched server now, store the results, and show them (a change needs 2 checks in a row)."""
+    from rdnsgate.lookups import build_resolver
+    from rdnsgate.monitor.fleet import check_entry
+    from rdnsgate.policy.evaluate import Engine
+
+    try:
+        settings = settings_from(config)
+
+        async def work(store: SqlStore) -> list[Any]:
+            resolver = build_resolver(settings.dns)
+            engine = Engine(resolver, settings.checks)
+            try:
+                results = []
+                for entry in await store.fleet_list():
+                    updated, _report, alert = await check_entry(engine, store, entry)
+                    results.append(updated)
+                    if alert is not None:
+                        typer.echo(f"{entry.ip}: {alert.before} -> {alert.after}: {alert.detail}")
+                return results
+            finally:
+                await resolver.close()
+
+        entries = with_store(settings, work)
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
+    _fleet_table(entries)
+
+
+def _fleet_table(entries: list[Any]) -> None:
+    if not entries:
+        Console().print("no servers are watched: rdnsgate fleet add IP --helo NAME --label LABEL")
+        return
+    table = Table(show_edge=False)
+    for column in ("ip", "label", "state", "since", "PTR", "HELO", "last checked"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        chain = entry.last_chain or {}
+        ptr = chain.get("confirmed_name") or ", ".join(chain.get("ptr_names") or []) or "-"
+        table.add_row(
+            escape(entry.ip),
+            escape(entry.label),
+            entry.state + (f" (next: {entry.candidate})" if entry.candidate else ""),
+            f"{entry.since:%Y-%m-%d %H:%M}" if entry.since else "",
+            escape(ptr),
+            escape(entry.helo or "-"),
+            f"{entry.last_checked:%Y-%m-%d %H:%M:%S}" if entry.last_checked else "never",
+        )
+    Console().print(table)

@@ -181,6 +181,7 @@ def audit(
 app.add_typer(admin.serve_app, name="serve")
 app.add_typer(admin.whitelist_app, name="whitelist")
 app.add_typer(admin.config_app, name="config")
+app.add_typer(admin.fleet_app, name="fleet")
 app.command("decisions")(admin.decisions)
 
 
