@@ -126,6 +126,11 @@ class IprevReport:
     omitted_names: tuple[str, ...] = ()  # valid names beyond max_ptr_names
     confirmed_name: str | None = None
 
+    @property
+    def shown_name(self) -> str | None:
+        """The name to show for the client: the confirmed PTR name, else the first examined one."""
+        return self.confirmed_name or (self.names[0].name if self.names else None)
+
 
 @dataclass(frozen=True, slots=True)
 class Report:

@@ -61,7 +61,7 @@ def render_text(
     template: str, report: Report, outcome: CheckResult, check_url: str | None, footer: str | None = None
 ) -> str:
     """Fill a rule's text; every value is made printable and capped."""
-    ptr = report.iprev.confirmed_name or (report.iprev.names[0].name if report.iprev.names else "")
+    ptr = report.iprev.shown_name or ""
     values = {
         "ip": str(report.ip),
         "helo": printable(report.helo_name or "", 100),

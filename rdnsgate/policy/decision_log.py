@@ -44,7 +44,7 @@ def make_record(
         at=at or datetime.now(UTC),
         session=session,
         client_ip=str(report.ip),
-        ptr=report.iprev.confirmed_name or (report.iprev.names[0].name if report.iprev.names else None),
+        ptr=report.iprev.shown_name,
         helo=printable(report.helo_name, 255) if report.helo_name is not None else None,
         sender=printable(report.sender_address, 320) if report.sender_address is not None else None,
         recipients=tuple(printable(item, 320) for item in recipients),

@@ -25,8 +25,6 @@ def _comment(text: str) -> str:
 
 def authentication_results(authserv_id: str, iprev: IprevReport) -> str:
     """``Authentication-Results`` value (RFC 8601 §2.7.3) for the iprev check."""
-    name = iprev.confirmed_name
-    if name is None and iprev.names:
-        name = iprev.names[0].name
+    name = iprev.shown_name
     comment = f" ({_comment(name)})" if name else ""
     return f"{printable(authserv_id, 100)}; iprev={iprev.result.result.value} policy.iprev={iprev.ip}{comment}"

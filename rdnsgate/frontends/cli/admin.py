@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,8 +20,6 @@ from rdnsgate.model import WhitelistEntry
 from rdnsgate.policy.decision_log import record_dict
 from rdnsgate.policy.whitelist import parse_expiry, parse_target
 from rdnsgate.storage import SqlStore, open_store
-
-T = TypeVar("T")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -60,10 +57,6 @@ def with_store(settings: Settings, work: Any) -> Any:
             await store.close()
 
     return run_loop(go())
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return run_loop(coro)
 
 
 @serve_app.command("gateway")
@@ -105,8 +98,8 @@ def serve_gateway(
         settings = settings_from(config, overrides)
         configure_logging()
         if worker_count(settings) > 1:
-            raise typer.Exit(run_gateway_processes(settings, _run))
-        _run(run_gateway(settings))
+            raise typer.Exit(run_gateway_processes(settings, run_loop))
+        run_loop(run_gateway(settings))
     except RdnsgateError as exc:
         raise usage_error(str(exc)) from None
 
@@ -130,7 +123,7 @@ def serve_policy(
     try:
         settings = settings_from(config, overrides)
         configure_logging()
-        _run(run_policy(settings))
+        run_loop(run_policy(settings))
     except RdnsgateError as exc:
         raise usage_error(str(exc)) from None
 
