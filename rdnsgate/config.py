@@ -2,7 +2,7 @@
 
 The one place that says what can be configured.  Settings come, in rising
 precedence, from the defaults here, ``rdnsgate.toml`` (sections ``[dns]``,
-``[checks]``, ``[gateway]``, ``[storage]``), ``RDNSGATE_SECTION_KEY``
+``[checks]``, ``[gateway]``, ``[policy]``, ``[storage]``, ``[web]``, ``[monitor]``), ``RDNSGATE_SECTION_KEY``
 environment variables, and command-line flags.  An unknown key or a value of
 the wrong type is a `ConfigError` that names the file and key.
 """
@@ -69,7 +69,9 @@ class GatewaySettings:
     relay_domains: tuple[str, ...] = ()  # recipient domains accepted (never an open relay)
     hostname: str = ""  # name in the banner and Received; empty: this host's FQDN
     authserv_id: str = ""  # Authentication-Results authserv-id; empty: the hostname
-    check_url: str = ""  # check page appended to refusals, e.g. https://rdns.example/check
+    check_url: str = (
+        ""  # check page appended to refusals, e.g. https://rdns.example/check; default: web.public_url/check
+    )
     reject_footer: str = ""  # text appended to every refusal
     overrides: tuple[str, ...] = ()  # "CHECK=off|log|tempfail ...|reject ..." per check
     max_message_size: int = 26_214_400  # bytes (SIZE)
@@ -107,7 +109,7 @@ class PolicySettings:
     profile: str = "postfix"  # classic, postfix, strict, monitor
     overrides: tuple[str, ...] = ()  # as gateway.overrides
     authserv_id: str = ""  # Authentication-Results authserv-id (monitor); empty: this host's FQDN
-    check_url: str = ""  # check page appended to refusals
+    check_url: str = ""  # check page appended to refusals; default: web.public_url/check
     reject_footer: str = ""  # text appended to every refusal
     max_instances: int = 10_000  # Postfix sessions whose evaluations are cached
     whitelist_refresh: float = 5.0  # seconds between whitelist reloads
@@ -128,12 +130,63 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSettings:
+    """The web app: the public check page, the admin pages, the JSON API, /metrics."""
+
+    listen: str = "127.0.0.1:8080"  # HOST:PORT or [IPv6]:PORT
+    public_url: str = ""  # how senders reach this app, e.g. https://rdns.example; used in refusal texts
+    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose X-Forwarded-For / Forwarded is believed
+    check_rate: float = 10.0  # checks per minute per client IP for visitors who are not logged in
+    check_burst: int = 5  # checks a visitor may run at once before the rate applies
+    login_rate: float = 5.0  # login attempts per minute per client IP
+    session_hours: float = 12.0  # a login lasts this long
+    secure_cookies: bool = False  # mark the session cookie Secure (set true when served over HTTPS)
+    secret_key: str = ""  # signs session cookies; empty: a random key kept in the store (shared by nodes)
+
+    def __post_init__(self) -> None:
+        parse_listen(self.listen, "web.listen")
+        for key in ("check_rate", "check_burst", "login_rate", "session_hours"):
+            _positive(f"web.{key}", getattr(self, key))
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"web.public_url must start with http:// or https://, not {self.public_url!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    """The fleet monitor: re-checks your sending servers and alerts on changes."""
+
+    interval: float = 300.0  # seconds between two checks of one server
+    jitter: float = 0.1  # each interval varies by up to this fraction, so checks spread out
+    confirmations: int = 2  # consecutive checks that must agree before a state changes
+    webhook_url: str = ""  # POST a JSON alert here on every state change (docs/monitor.md); empty: none
+    webhook_timeout: float = 10.0  # seconds for one webhook POST
+    webhook_tries: int = 3  # POST attempts per alert
+    log_alerts: bool = True  # write a log line for every state change
+    authoritative: bool = False  # when a PTR fails, ask the reverse zone's own servers too
+    authoritative_port: int = 53  # port of those servers
+    concurrency: int = 10  # servers checked at once
+    history_days: int = 90  # fleet checks kept this long
+
+    def __post_init__(self) -> None:
+        for key in ("interval", "confirmations", "webhook_timeout", "webhook_tries", "concurrency", "history_days"):
+            _positive(f"monitor.{key}", getattr(self, key))
+        if not 0 <= self.jitter < 1:
+            raise ConfigError(f"monitor.jitter must be between 0 and 1 (a fraction), not {self.jitter!r}")
+        if not 0 < self.authoritative_port < 65536:
+            raise ConfigError(f"monitor.authoritative_port must be a port number, not {self.authoritative_port!r}")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"monitor.webhook_url must start with http:// or https://, not {self.webhook_url!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -142,6 +195,8 @@ SECTIONS: dict[str, type[Any]] = {
     "gateway": GatewaySettings,
     "policy": PolicySettings,
     "storage": StorageSettings,
+    "web": WebSettings,
+    "monitor": MonitorSettings,
 }
 
 
@@ -236,6 +291,10 @@ def load_settings(
         merged[section].update(_section(SECTIONS[section], {key: value}, f"environment {variable}", from_text=True))
     for name, values in (overrides or {}).items():
         merged[name].update({key: value for key, value in values.items() if value is not None})
+    public = merged["web"].get("public_url")
+    if public:  # refusal texts link to this app's check page unless told otherwise
+        for section in ("gateway", "policy"):
+            merged[section].setdefault("check_url", f"{str(public).rstrip('/')}/check")
     try:
         return Settings(**{name: SECTIONS[name](**values) for name, values in merged.items()})
     except TypeError as exc:  # pragma: no cover - _section catches unknown keys first
@@ -261,7 +320,7 @@ def parse_moment(text: str, now: datetime, *, ago: bool) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str, key: str = "gateway.listen") -> tuple[str, int]:
     """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
     value = text.strip()
     if value.startswith("["):
@@ -270,7 +329,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     else:
         host, _, port_text = value.rpartition(":")
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"gateway.listen {text!r}: write HOST:PORT or [IPv6]:PORT, e.g. 127.0.0.1:2525 or [::]:25")
+        raise ConfigError(f"{key} {text!r}: write HOST:PORT or [IPv6]:PORT, e.g. 127.0.0.1:2525 or [::]:25")
     return host, int(port_text)
 
 

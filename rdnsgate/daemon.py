@@ -23,6 +23,7 @@ from rdnsgate.errors import ConfigError
 from rdnsgate.frontends.relay import destination_for
 from rdnsgate.frontends.smtp_proxy import Gateway, serve
 from rdnsgate.lookups import build_resolver
+from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import apply_overrides, get_profile
@@ -75,17 +76,27 @@ async def build_gateway(settings: Settings, *, migrate: bool = True) -> tuple[Ga
     )
     gateway.whitelist = await store.whitelist_list(datetime.now(UTC))
     gateway.store = store
-    return gateway, [decisions.close, destination.close, resolver.close, store.close]
+    untrack = METRICS.track(gateways=gateway, resolvers=resolver, decision_logs=decisions)
+    return gateway, [untrack, decisions.close, destination.close, resolver.close, store.close]
 
 
-async def run_gateway(settings: Settings, stop: asyncio.Event | None = None, *, worker: int | None = None) -> None:
-    """Serve until `stop` is set or a SIGTERM/SIGINT arrives (one worker of several when `worker` is set)."""
-    gateway, cleanups = await build_gateway(settings, migrate=worker is None)
+def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """`stop`, or a new event, set by the first SIGTERM or SIGINT."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def run_gateway(
+    settings: Settings, stop: asyncio.Event | None = None, *, worker: int | None = None, migrate: bool = True
+) -> None:
+    """Serve until `stop` is set or a SIGTERM/SIGINT arrives (one worker of several when `worker` is set)."""
+    gateway, cleanups = await build_gateway(settings, migrate=migrate and worker is None)
+    stop = stop_on_signals(stop)
+    loop = asyncio.get_running_loop()
     refresher = loop.create_task(refresh_whitelist(gateway, gateway.store, settings.gateway.whitelist_refresh))
     servers = []
     try:
@@ -191,11 +202,9 @@ async def run_policy(settings: Settings, stop: asyncio.Event | None = None) -> N
         max_instances=ps.max_instances,
     )
     service.whitelist = await store.whitelist_list(datetime.now(UTC))
-    stop = stop or asyncio.Event()
+    untrack = METRICS.track(policy_services=service, resolvers=resolver, decision_logs=decisions)
+    stop = stop_on_signals(stop)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
     refresher = loop.create_task(refresh_whitelist(service, store, ps.whitelist_refresh))
     servers = []
     try:
@@ -206,7 +215,110 @@ async def run_policy(settings: Settings, stop: asyncio.Event | None = None) -> N
         for server in servers:
             server.close()
         refresher.cancel()
+        untrack()
         await decisions.close()
         await resolver.close()
         await store.close()
         log.info("stopped")
+
+
+async def run_monitor(settings: Settings, stop: asyncio.Event | None = None, *, migrate: bool = True) -> None:
+    """The fleet monitor until `stop` is set or a SIGTERM/SIGINT arrives."""
+    from rdnsgate.lookups.authority import AuthorityLookups
+    from rdnsgate.monitor.alerts import Alerter
+    from rdnsgate.monitor.scheduler import Monitor
+
+    ms = settings.monitor
+    store = await open_store(settings.storage.url, migrate=migrate)
+    resolver = build_resolver(settings.dns)
+    source = (
+        AuthorityLookups(resolver, port=ms.authoritative_port, timeout=settings.dns.timeout)
+        if ms.authoritative
+        else None
+    )
+    alerter = Alerter(ms.webhook_url, timeout=ms.webhook_timeout, tries=ms.webhook_tries, log_alerts=ms.log_alerts)
+    monitor = Monitor(
+        ms, Engine(resolver, settings.checks), store, alerter, source=source, public_url=settings.web.public_url
+    )
+    untrack = METRICS.track(monitors=monitor, resolvers=resolver)
+    stop = stop_on_signals(stop)
+    log.info(
+        "rdnsgate monitor ready: every %.0f s (±%d%%), %d checks to confirm a change, webhook %s",
+        ms.interval,
+        round(ms.jitter * 100),
+        ms.confirmations,
+        ms.webhook_url or "(none)",
+    )
+    try:
+        await monitor.run(stop)
+    finally:
+        untrack()
+        await alerter.close()
+        if source is not None:
+            await source.close()
+        await resolver.close()
+        await store.close()
+        log.info("monitor stopped")
+
+
+async def run_web(settings: Settings, stop: asyncio.Event | None = None, *, migrate: bool = True) -> None:
+    """The web app until `stop` is set or a SIGTERM/SIGINT arrives."""
+    import uvicorn
+
+    from rdnsgate.frontends.web import EmbeddedServer, create_app
+
+    host, port = parse_listen(settings.web.listen, "web.listen")
+    store = await open_store(settings.storage.url, migrate=migrate)
+    resolver = build_resolver(settings.dns)
+    secret = settings.web.secret_key or await store.secret("session-key")
+    app = create_app(settings, Engine(resolver, settings.checks), store, secret)
+    untrack = METRICS.track(resolvers=resolver)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off", server_header=False
+    )
+    server = EmbeddedServer(config)
+    stop = stop_on_signals(stop)
+
+    async def watch() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        log.info("rdnsgate web app on http://%s", settings.web.listen)
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn's answer to a port it cannot bind
+            server.started = False
+        if not server.started and not stop.is_set():
+            raise ConfigError(f"web.listen {settings.web.listen}: cannot listen there (in use, or not this host's)")
+    finally:
+        watcher.cancel()
+        untrack()
+        await resolver.close()
+        await store.close()
+        log.info("web app stopped")
+
+
+async def run_all(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Gateway, web app and monitor in one process (`rdnsgate serve`); one stops, all stop."""
+    stop = stop_on_signals(stop)
+    store = await open_store(settings.storage.url)  # the schema is brought up to date once, here
+    await store.close()
+    tasks = [
+        asyncio.create_task(run_gateway(settings, stop, migrate=False), name="gateway"),
+        asyncio.create_task(run_web(settings, stop, migrate=False), name="web"),
+        asyncio.create_task(run_monitor(settings, stop, migrate=False), name="monitor"),
+    ]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            for task in done:
+                log.error("the %s stopped on its own; stopping the others", task.get_name())
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()

@@ -17,12 +17,14 @@ never raises for a DNS outcome.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import logging
 import os
 import random
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -79,6 +81,9 @@ class Failure:
     detail: str
 
 
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 @dataclass
 class ClientStats:
     sent_udp: int = 0
@@ -87,6 +92,14 @@ class ClientStats:
     dropped: int = 0  # datagrams that matched no query, or were not DNS
     peak_inflight: int = 0
     rcodes: dict[int, int] = field(default_factory=dict)
+    questions: int = 0  # questions answered or given up, each with its latency below
+    latency_sum: float = 0.0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+
+    def observe(self, seconds: float) -> None:
+        self.questions += 1
+        self.latency_sum += seconds
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
 
 class _UdpSocket(asyncio.DatagramProtocol):
@@ -231,6 +244,15 @@ class DnsClient:
     async def query(self, qname: str, qtype: int, deadline: float | None = None) -> Reply | Failure:
         """Ask `qname`/`qtype`; stop trying at loop time `deadline` if given."""
         loop = asyncio.get_running_loop()
+        began = time.perf_counter()  # not loop.time(): uvloop's clock moves in whole milliseconds
+        try:
+            return await self._query(loop, qname, qtype, deadline)
+        finally:
+            self.stats.observe(time.perf_counter() - began)
+
+    async def _query(
+        self, loop: asyncio.AbstractEventLoop, qname: str, qtype: int, deadline: float | None
+    ) -> Reply | Failure:
         last = Failure(Status.TIMEOUT, "no reply")
         count = len(self.nameservers)
         start = _jitter.randrange(count) if count > 1 else 0

@@ -1,17 +1,19 @@
 """Checking fleet entries: a report becomes an observation, the tracker moves on, the result is stored.
 
-`observe` is pure; `check_entry` runs one check through the engine and the
-state logic of monitor/states.py and stores it.
+`observe` and `source_note` are pure; `check_entry` runs one check through
+the engine (and, when given, the zone's own servers) and the state logic of
+monitor/states.py, and stores it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.model import FleetEntry, Report, Result
+from rdnsgate.lookups.authority import AuthorityLookups
+from rdnsgate.model import FleetEntry, IprevReport, Report, Result, Status
 from rdnsgate.monitor.states import Alert, Chain, FleetState, Observation, Tracker, classify, step
 from rdnsgate.policy.evaluate import Engine
 
@@ -59,13 +61,50 @@ def with_tracker(entry: FleetEntry, tracker: Tracker, observation: Observation) 
     )
 
 
+def _held_for(seen: IprevReport) -> int:
+    """How long resolvers may keep what `seen` was built from (the longest TTL behind it)."""
+    lookups = [seen.ptr] + [item.lookup for item in seen.names]
+    ttls = [
+        lookup.negative_ttl if lookup.negative_ttl is not None else lookup.ttl
+        for lookup in lookups
+        if lookup.status in (Status.ANSWER, Status.NXDOMAIN, Status.NODATA)
+    ]
+    return max((ttl for ttl in ttls if ttl is not None), default=0)
+
+
+def source_note(seen: IprevReport, at_source: IprevReport, at: datetime) -> str:
+    """What the zone's own servers say about a chain that failed through the resolvers."""
+    outcome = at_source.result.result
+    if outcome is Result.PASS:
+        until = at + timedelta(seconds=_held_for(seen))
+        return (
+            f"fixed at the source ({at_source.confirmed_name} confirms there); "
+            f"resolvers may keep the old answer until {until:%H:%M} UTC"
+        )
+    if outcome in (Result.FAIL, Result.PERMERROR):
+        return f"broken at the source too: {at_source.result.detail}"
+    return f"the zone's own servers could not be asked: {at_source.result.detail}"
+
+
 async def check_entry(
-    engine: Engine, store: FleetSink, entry: FleetEntry, confirmations: int = 2
+    engine: Engine,
+    store: FleetSink,
+    entry: FleetEntry,
+    confirmations: int = 2,
+    source: AuthorityLookups | None = None,
 ) -> tuple[FleetEntry, Report, Alert | None]:
-    """Check `entry` now, store the result; the updated entry, the report and the alert (if any)."""
+    """Check `entry` now, store the result; the updated entry, the report and the alert (if any).
+
+    With `source`, a failing iprev chain is asked again of the zones' own
+    servers, and what they say is added to the check's detail.
+    """
     at = datetime.now(UTC)
     report = await engine.report(parse_ip(entry.ip), entry.helo)
     observation = observe(report, entry.helo is not None, at)
+    if source is not None and report.iprev.result.result in (Result.FAIL, Result.PERMERROR):
+        at_source = await source.iprev_at_source(report.ip, engine.settings.max_ptr_names)
+        note = source_note(report.iprev, at_source, at)
+        observation = replace(observation, detail=f"{observation.detail}; {note}")
     before = tracker_of(entry)
     seen = classify(observation, before.last_good).value
     tracker, alert = step(before, observation, confirmations)

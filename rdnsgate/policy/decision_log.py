@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -100,11 +101,15 @@ class DecisionLog:
         self.dropped = 0
         self.written = 0
         self.failed = 0
+        self.counts: dict[tuple[str, str, str], int] = {}  # (check, result, action) -> decisions
         self._task: asyncio.Task[None] | None = None
         self._busy = False
 
     def record(self, record: DecisionRecord) -> None:
         log.info("%s", log_line(record))
+        for check, outcome in record.checks.items():
+            key = (check, outcome["result"], record.action)
+            self.counts[key] = self.counts.get(key, 0) + 1
         if self.sink is None:
             return
         try:
@@ -151,3 +156,35 @@ class DecisionLog:
                 await self._task
             self._task = None
         self.dropped += self.queue.qsize()  # what the deadline left unwritten
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """One decision in words, for the CLI and the web app."""
+
+    who: str  # "192.0.2.1 (mail.example.org)"
+    what: str  # "HELO x, MAIL FROM <a@b>, to c@d"
+    outcome: str  # accepted | refused | deferred
+    verdict: str  # "reject at RCPT: 550 ..." or "accepted: whitelisted (...)"
+    why: tuple[str, ...]  # each check that did not pass, in words
+
+
+def explain(record: DecisionRecord) -> Explanation:
+    who = f"{record.client_ip} ({record.ptr})" if record.ptr else f"{record.client_ip} (no PTR name)"
+    mail = f"MAIL FROM <{record.sender}>" if record.sender is not None else "before MAIL FROM"
+    what = f"HELO {record.helo or '-'}, {mail}"
+    if record.recipients:
+        what += f", to {', '.join(record.recipients)}"
+    if record.whitelisted:
+        outcome, verdict = "accepted", f"accepted: whitelisted ({record.whitelisted})"
+    elif record.action in ("reject", "tempfail"):
+        outcome = "refused" if record.action == "reject" else "deferred"
+        verdict = f"{record.action} at {(record.stage or '-').upper()}: {record.reply or ''}"
+    else:
+        outcome, verdict = "accepted", record.action
+    why = tuple(
+        f"{name} {item['result']} ({item['reason']}): {item['detail']}"
+        for name, item in record.checks.items()
+        if item["result"] not in ("pass", "none")
+    )
+    return Explanation(who, what, outcome, verdict, why)

@@ -81,3 +81,18 @@ alerts = sa.Table(
     sa.Column("after", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default=""),
 )
+
+admins = sa.Table(
+    "admins",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+app_secrets = sa.Table(
+    "app_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

@@ -10,6 +10,7 @@ Times are stored and returned in UTC.
 from __future__ import annotations
 
 import importlib.util
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from rdnsgate.errors import ConfigError
 from rdnsgate.model import DecisionRecord, FleetEntry, WhitelistEntry
-from rdnsgate.storage.schema import alerts, decisions, fleet, fleet_checks, whitelist
+from rdnsgate.storage.schema import admins, alerts, app_secrets, decisions, fleet, fleet_checks, whitelist
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
@@ -105,7 +106,7 @@ class FleetStore:
         """Store one check of `entry` (already carrying its new state), and its alert if any."""
         assert entry.id is not None
         async with self.engine.begin() as connection:
-            await connection.execute(
+            updated = await connection.execute(
                 fleet.update()
                 .where(fleet.c.id == entry.id)
                 .values(
@@ -118,6 +119,8 @@ class FleetStore:
                     last_chain=entry.last_chain,
                 )
             )
+            if not updated.rowcount:  # removed while it was being checked
+                return
             await connection.execute(
                 fleet_checks.insert().values(
                     fleet_id=entry.id,
@@ -135,6 +138,40 @@ class FleetStore:
                     )
                 )
 
+    async def fleet_get(self, ip: str) -> FleetEntry | None:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(sa.select(fleet).where(fleet.c.ip == ip))).mappings().one_or_none()
+        return _fleet_entry(dict(row)) if row is not None else None
+
+    async def fleet_history(self, ip: str, since: datetime | None = None, limit: int = 2000) -> list[dict[str, Any]]:
+        """The stored checks of `ip`, oldest first (the newest `limit` of them)."""
+        query = (
+            sa.select(
+                fleet_checks.c.at,
+                fleet_checks.c.seen,
+                fleet_checks.c.state,
+                fleet_checks.c.chain,
+                fleet_checks.c.detail,
+            )
+            .join(fleet, fleet.c.id == fleet_checks.c.fleet_id)
+            .where(fleet.c.ip == ip)
+            .order_by(fleet_checks.c.at.desc(), fleet_checks.c.id.desc())
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(fleet_checks.c.at >= since)
+        async with self.engine.connect() as connection:
+            rows = [dict(row) for row in (await connection.execute(query)).mappings().all()]
+        for row in rows:
+            row["at"] = _utc(row["at"])
+        return rows[::-1]
+
+    async def fleet_prune(self, before: datetime) -> int:
+        """Forget fleet checks older than `before` (alerts stay)."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(fleet_checks.delete().where(fleet_checks.c.at < before))
+        return int(result.rowcount or 0)
+
     async def fleet_alerts(self, ip: str, limit: int = 50) -> list[dict[str, Any]]:
         query = (
             sa.select(alerts.c.at, alerts.c.before, alerts.c.after, alerts.c.detail)
@@ -144,7 +181,10 @@ class FleetStore:
             .limit(limit)
         )
         async with self.engine.connect() as connection:
-            return [dict(row) for row in (await connection.execute(query)).mappings().all()]
+            rows = [dict(row) for row in (await connection.execute(query)).mappings().all()]
+        for row in rows:
+            row["at"] = _utc(row["at"])
+        return rows
 
 
 def _fleet_entry(row: dict[str, Any]) -> FleetEntry:
@@ -173,6 +213,54 @@ class SqlStore(FleetStore):
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    # -- admin logins and the signing key ------------------------------------------------
+    async def admin_set_password(self, username: str, password_hash: str) -> bool:
+        """Store `username`'s password hash; True when the user is new."""
+        now = datetime.now(UTC)
+        async with self.engine.begin() as connection:
+            found = (
+                await connection.execute(sa.select(admins.c.username).where(admins.c.username == username))
+            ).scalar()
+            if found is None:
+                await connection.execute(
+                    admins.insert().values(username=username, password_hash=password_hash, updated_at=now)
+                )
+            else:
+                await connection.execute(
+                    admins.update()
+                    .where(admins.c.username == username)
+                    .values(password_hash=password_hash, updated_at=now)
+                )
+        return found is None
+
+    async def admin_password_hash(self, username: str) -> str | None:
+        async with self.engine.connect() as connection:
+            return (
+                await connection.execute(sa.select(admins.c.password_hash).where(admins.c.username == username))
+            ).scalar()
+
+    async def admin_count(self) -> int:
+        async with self.engine.connect() as connection:
+            return int((await connection.execute(sa.select(sa.func.count()).select_from(admins))).scalar() or 0)
+
+    async def secret(self, name: str) -> str:
+        """The secret called `name`, made (random, 256 bits) and kept on first use, so every node shares it."""
+        async with self.engine.begin() as connection:
+            value = (
+                await connection.execute(sa.select(app_secrets.c.value).where(app_secrets.c.name == name))
+            ).scalar()
+            if value is not None:
+                return str(value)
+            value = secrets.token_urlsafe(32)
+            try:
+                async with connection.begin_nested():
+                    await connection.execute(app_secrets.insert().values(name=name, value=value))
+            except sa.exc.IntegrityError:  # another node made it first
+                value = (
+                    await connection.execute(sa.select(app_secrets.c.value).where(app_secrets.c.name == name))
+                ).scalar_one()
+            return str(value)
 
     # -- whitelist ---------------------------------------------------------------------
     async def whitelist_add(self, entry: WhitelistEntry) -> tuple[WhitelistEntry, bool]:
@@ -305,9 +393,9 @@ class SqlStore(FleetStore):
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=5000")  # first: the WAL switch itself may wait for another process
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; safe against crashes
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 

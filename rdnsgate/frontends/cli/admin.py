@@ -17,7 +17,7 @@ from rdnsgate.config import Settings, describe, load_settings, parse_moment
 from rdnsgate.errors import RdnsgateError, UsageError
 from rdnsgate.frontends.cli.runtime import run_loop, usage_error
 from rdnsgate.model import WhitelistEntry
-from rdnsgate.policy.decision_log import record_dict
+from rdnsgate.policy.decision_log import explain, record_dict
 from rdnsgate.policy.whitelist import parse_expiry, parse_target
 from rdnsgate.storage import SqlStore, open_store
 
@@ -31,7 +31,11 @@ ConfigOpt = Annotated[
     ),
 ]
 
-serve_app = typer.Typer(help="Run rdnsgate's services.", no_args_is_help=True)
+serve_app = typer.Typer(
+    help="Run rdnsgate's services; with no sub-command: gateway, web app and monitor in one process.",
+    invoke_without_command=True,
+)
+admin_app = typer.Typer(help="Admin logins of the web app.", no_args_is_help=True)
 whitelist_app = typer.Typer(help="Senders that skip the checks: IPs, networks, sender domains.", no_args_is_help=True)
 config_app = typer.Typer(help="The effective settings.", no_args_is_help=True)
 fleet_app = typer.Typer(help="Your sending servers, watched for broken or drifting DNS.", no_args_is_help=True)
@@ -59,6 +63,139 @@ def with_store(settings: Settings, work: Any) -> Any:
     return run_loop(go())
 
 
+NameserverOpt = Annotated[list[str] | None, typer.Option(help="Resolver HOST[:PORT], repeatable.")]
+StorageOpt = Annotated[str | None, typer.Option(help="Database URL (sqlite:///PATH or postgresql://...).")]
+PublicUrlOpt = Annotated[
+    str | None, typer.Option(help="How senders reach the web app, e.g. https://rdns.example (linked in refusals).")
+]
+
+
+def _serve(run: Any, config: Path | None, overrides: dict[str, dict[str, Any]]) -> None:
+    from rdnsgate.daemon import configure_logging
+
+    try:
+        settings = settings_from(config, overrides)
+        configure_logging()
+        run_loop(run(settings))
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
+
+
+@serve_app.callback()
+def serve_all(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    listen: Annotated[list[str] | None, typer.Option(help="Gateway HOST:PORT, repeatable.")] = None,
+    web_listen: Annotated[str | None, typer.Option(help="Web app HOST:PORT.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Gateway profile: classic, postfix, strict or monitor.")] = None,
+    next_hop: Annotated[str | None, typer.Option(help="smtp://HOST:PORT of the MTA behind the gateway.")] = None,
+    relay_domain: Annotated[list[str] | None, typer.Option(help="Recipient domain to accept, repeatable.")] = None,
+    nameserver: NameserverOpt = None,
+    storage: StorageOpt = None,
+    public_url: PublicUrlOpt = None,
+) -> None:
+    """Gateway + web app + monitor in one process (what `make run` starts); or a single service below."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rdnsgate.daemon import run_all
+
+    overrides: dict[str, dict[str, Any]] = {
+        "gateway": {
+            "listen": tuple(listen) if listen else None,
+            "profile": profile,
+            "next_hop": next_hop,
+            "relay_domains": tuple(relay_domain) if relay_domain else None,
+        },
+        "web": {"listen": web_listen, "public_url": public_url},
+        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
+        "storage": {"url": storage},
+    }
+    _serve(run_all, config, overrides)
+
+
+@serve_app.command("web")
+def serve_web(
+    config: ConfigOpt = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT to listen on (default 127.0.0.1:8080).")] = None,
+    nameserver: NameserverOpt = None,
+    storage: StorageOpt = None,
+    trusted_proxy: Annotated[
+        list[str] | None, typer.Option(help="IP/CIDR whose X-Forwarded-For / Forwarded is believed, repeatable.")
+    ] = None,
+    public_url: PublicUrlOpt = None,
+) -> None:
+    """The web app: the public check page and JSON API, the admin pages, /metrics, /healthz."""
+    from rdnsgate.daemon import run_web
+
+    overrides: dict[str, dict[str, Any]] = {
+        "web": {
+            "listen": listen,
+            "trusted_proxies": tuple(trusted_proxy) if trusted_proxy else None,
+            "public_url": public_url,
+        },
+        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
+        "storage": {"url": storage},
+    }
+    _serve(run_web, config, overrides)
+
+
+@serve_app.command("monitor")
+def serve_monitor(
+    config: ConfigOpt = None,
+    nameserver: NameserverOpt = None,
+    storage: StorageOpt = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between checks of one server (default 300).")] = None,
+    webhook: Annotated[str | None, typer.Option(help="URL to POST a JSON alert to on every state change.")] = None,
+    authoritative: Annotated[
+        bool | None,
+        typer.Option("--authoritative/--no-authoritative", help="Ask the reverse zone's own servers when a PTR fails."),
+    ] = None,
+) -> None:
+    """The fleet monitor: re-checks every watched server and alerts on confirmed state changes."""
+    from rdnsgate.daemon import run_monitor
+
+    overrides: dict[str, dict[str, Any]] = {
+        "monitor": {"interval": interval, "webhook_url": webhook, "authoritative": authoritative},
+        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
+        "storage": {"url": storage},
+    }
+    _serve(run_monitor, config, overrides)
+
+
+@admin_app.command("set-password")
+def admin_set_password(
+    user: Annotated[str, typer.Option(help="The admin's user name.")] = "admin",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Set (or change) an admin's web password; sessions made with the old one end."""
+    import sys
+
+    from rdnsgate.frontends.web.auth import hash_password
+
+    if not user.strip() or len(user) > 64 or any(ch.isspace() for ch in user):
+        raise usage_error("--user: 1 to 64 characters, no spaces")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        hashed = hash_password(password)
+        settings = settings_from(config)
+
+        async def work(store: SqlStore) -> bool:
+            return await store.admin_set_password(user, hashed)
+
+        created = with_store(settings, work)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
+    typer.echo(f"{'created' if created else 'changed'} the password of {user}")
+
+
 @serve_app.command("gateway")
 def serve_gateway(
     config: ConfigOpt = None,
@@ -72,9 +209,9 @@ def serve_gateway(
     relay_domain: Annotated[
         list[str] | None, typer.Option(help="Recipient domain to accept, repeatable (never an open relay).")
     ] = None,
-    nameserver: Annotated[list[str] | None, typer.Option(help="Resolver HOST[:PORT], repeatable.")] = None,
+    nameserver: NameserverOpt = None,
     maildir: Annotated[str | None, typer.Option(help="Maildir used without a next hop.")] = None,
-    storage: Annotated[str | None, typer.Option(help="Database URL (sqlite:///PATH or postgresql://...).")] = None,
+    storage: StorageOpt = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes sharing the listening ports; 0: one per core.", min=0, max=64)
     ] = None,
@@ -109,23 +246,18 @@ def serve_policy(
     config: ConfigOpt = None,
     listen: Annotated[list[str] | None, typer.Option(help="HOST:PORT or unix:/path to listen on, repeatable.")] = None,
     profile: Annotated[str | None, typer.Option(help="classic, postfix, strict or monitor.")] = None,
-    nameserver: Annotated[list[str] | None, typer.Option(help="Resolver HOST[:PORT], repeatable.")] = None,
-    storage: Annotated[str | None, typer.Option(help="Database URL (sqlite:///PATH or postgresql://...).")] = None,
+    nameserver: NameserverOpt = None,
+    storage: StorageOpt = None,
 ) -> None:
     """The Postfix policy service: check_policy_service inet:127.0.0.1:10040 (docs/postfix.md)."""
-    from rdnsgate.daemon import configure_logging, run_policy
+    from rdnsgate.daemon import run_policy
 
     overrides: dict[str, dict[str, Any]] = {
         "policy": {"listen": tuple(listen) if listen else None, "profile": profile},
         "dns": {"nameservers": tuple(nameserver) if nameserver else None},
         "storage": {"url": storage},
     }
-    try:
-        settings = settings_from(config, overrides)
-        configure_logging()
-        run_loop(run_policy(settings))
-    except RdnsgateError as exc:
-        raise usage_error(str(exc)) from None
+    _serve(run_policy, config, overrides)
 
 
 @whitelist_app.command("add")
@@ -285,25 +417,14 @@ def decisions(
 
 def _explain(record: Any) -> str:
     """One decision in words."""
-    head = f"[bold]{record.at:%Y-%m-%d %H:%M:%S}[/] {escape(record.client_ip)}"
-    who = f" ({escape(record.ptr)})" if record.ptr else " (no PTR name)"
-    mail = f"MAIL FROM <{escape(record.sender)}>" if record.sender is not None else "before MAIL FROM"
-    what = f"HELO {escape(record.helo or '-')}, {mail}"
-    if record.recipients:
-        what += f", to {escape(', '.join(record.recipients))}"
-    if record.whitelisted:
-        verdict = f"[green]accepted: whitelisted[/] ({escape(record.whitelisted)})"
-    elif record.action in ("reject", "tempfail"):
-        verdict = f"[red]{record.action} at {record.stage.upper()}[/]: {escape(record.reply or '')}"
-    else:
-        verdict = f"[green]{record.action}[/]"
-    failing = [
-        f"{name} {item['result']} ({item['reason']}): {escape(item['detail'])}"
-        for name, item in record.checks.items()
-        if item["result"] not in ("pass", "none")
-    ]
-    why = "".join(f"\n    {line}" for line in failing)
-    return f"{head}{who} session {record.session} {escape(f'[{record.profile}]')}\n  {what}\n  {verdict}{why}"
+    words = explain(record)
+    colour = "green" if words.outcome == "accepted" else "red"
+    why = "".join(f"\n    {escape(line)}" for line in words.why)
+    head = f"[bold]{record.at:%Y-%m-%d %H:%M:%S}[/] {escape(words.who)}"
+    return (
+        f"{head} session {record.session} {escape(f'[{record.profile}]')}\n  {escape(words.what)}\n"
+        f"  [{colour}]{escape(words.verdict)}[/]{why}"
+    )
 
 
 @config_app.command("show")

@@ -182,6 +182,7 @@ app.add_typer(admin.serve_app, name="serve")
 app.add_typer(admin.whitelist_app, name="whitelist")
 app.add_typer(admin.config_app, name="config")
 app.add_typer(admin.fleet_app, name="fleet")
+app.add_typer(admin.admin_app, name="admin")
 app.command("decisions")(admin.decisions)
 
 
