@@ -99,10 +99,23 @@ class NextHop:
 
 
 class GatewayProcess:
-    def __init__(self, workdir: Path, settings: str, port: int | None = None) -> None:
+    """``rdnsgate serve gateway`` (or another service: `service`, ready when every `ready` text is logged)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        settings: str,
+        port: int | None = None,
+        *,
+        service: tuple[str, ...] = ("serve", "gateway"),
+        ready: tuple[str, ...] = (" ready: profile",),
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.settings_text = settings.replace("{port}", str(self.port))
+        self.web_port = free_port()
+        self.settings_text = settings.replace("{port}", str(self.port)).replace("{web_port}", str(self.web_port))
+        self.service = service
+        self.ready = ready
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -119,7 +132,7 @@ class GatewayProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
         env = {key: value for key, value in os.environ.items() if not key.startswith("RDNSGATE_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rdnsgate", "serve", "gateway", "--config", str(self.config)],
+            [sys.executable, "-m", "rdnsgate", *self.service, "--config", str(self.config)],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -130,12 +143,12 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited with {self.proc.returncode}:\n{self.log()}")
-            if " ready: profile" in self.log():
+                raise RuntimeError(f"{' '.join(self.service)} exited with {self.proc.returncode}:\n{self.log()}")
+            if all(text in self.log() for text in self.ready):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"the gateway did not start in {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"{' '.join(self.service)} did not start in {timeout}s:\n{self.log()}")
 
     def stop(self) -> int | None:
         if self.proc is None:
