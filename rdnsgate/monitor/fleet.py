@@ -32,7 +32,9 @@ def observe(report: Report, expect_helo: bool, at: datetime) -> Observation:
         confirmed_name=iprev.confirmed_name,
         helo_aligned=(report.helo_align.result is Result.PASS) if expect_helo else None,
     )
-    details = [report.iprev.result.detail] + ([report.helo.detail] if expect_helo else [])
+    details = [f"iprev {iprev.result.result.value}: {iprev.result.detail}"]
+    if expect_helo:
+        details.append(f"HELO {report.helo.result.value}: {report.helo.detail}")
     return Observation(at, iprev.result.result, report.helo.result if expect_helo else None, chain, "; ".join(details))
 
 

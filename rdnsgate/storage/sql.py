@@ -143,8 +143,10 @@ class FleetStore:
             row = (await connection.execute(sa.select(fleet).where(fleet.c.ip == ip))).mappings().one_or_none()
         return _fleet_entry(dict(row)) if row is not None else None
 
-    async def fleet_history(self, ip: str, since: datetime | None = None, limit: int = 2000) -> list[dict[str, Any]]:
-        """The stored checks of `ip`, oldest first (the newest `limit` of them)."""
+    async def fleet_history(
+        self, ip: str, since: datetime | None = None, limit: int = 2000, *, oldest: bool = False
+    ) -> list[dict[str, Any]]:
+        """The stored checks of `ip`, oldest first (the newest `limit` of them; the oldest with `oldest`)."""
         query = (
             sa.select(
                 fleet_checks.c.at,
@@ -155,7 +157,13 @@ class FleetStore:
             )
             .join(fleet, fleet.c.id == fleet_checks.c.fleet_id)
             .where(fleet.c.ip == ip)
-            .order_by(fleet_checks.c.at.desc(), fleet_checks.c.id.desc())
+            .order_by(
+                *(
+                    (fleet_checks.c.at, fleet_checks.c.id)
+                    if oldest
+                    else (fleet_checks.c.at.desc(), fleet_checks.c.id.desc())
+                )
+            )
             .limit(limit)
         )
         if since is not None:
@@ -164,7 +172,7 @@ class FleetStore:
             rows = [dict(row) for row in (await connection.execute(query)).mappings().all()]
         for row in rows:
             row["at"] = _utc(row["at"])
-        return rows[::-1]
+        return rows if oldest else rows[::-1]
 
     async def fleet_prune(self, before: datetime) -> int:
         """Forget fleet checks older than `before` (alerts stay)."""

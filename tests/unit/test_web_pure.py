@@ -132,7 +132,12 @@ def test_chain_picture_marks_each_link() -> None:
     ]
     assert all(link.kind == "pass" for link in good.links)
     missing = chain_picture(report(Lookup(PTR, "PTR", Status.NXDOMAIN, negative_ttl=600), {}))
-    assert [(box.title, box.kind, box.full) for box in missing.boxes][1] == ("PTR", "fail", "name does not exist")
+    assert [(box.title, box.kind, box.full, box.note) for box in missing.boxes][1] == (
+        "PTR",
+        "fail",
+        "name does not exist",
+        "no PTR name",
+    )
     slow = chain_picture(report(Lookup(PTR, "PTR", Status.TIMEOUT, detail="no reply"), {}))
     assert slow.boxes[1].kind == "temp"
     long_name = "x" * 60 + ".example.org"

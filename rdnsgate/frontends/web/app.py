@@ -296,20 +296,24 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
         return RedirectResponse("/servers", status_code=303)
 
     @app.get("/servers/{ip}", response_class=HTMLResponse, include_in_schema=False)
-    async def server_page(request: Request, ip: str, span: str = "7d") -> HTMLResponse:
+    async def server_page(request: Request, ip: str, span: str = "") -> HTMLResponse:
         await require_admin(request)
         entry = await store.fleet_get(ip)
         if entry is None:
             raise _Refused(404, f"{ip} is not watched.")
-        window = TIMELINE_SPANS.get(span, TIMELINE_SPANS["7d"])
         now = datetime.now(UTC)
+        if span not in TIMELINE_SPANS:  # by default, the shortest span that holds the whole history
+            first = await store.fleet_history(ip, limit=1, oldest=True)
+            age = now - first[0]["at"] if first else timedelta(0)
+            span = next((name for name, length in TIMELINE_SPANS.items() if age <= length), "30d")
+        window = TIMELINE_SPANS[span]
         history = await store.fleet_history(ip, since=now - window - timedelta(days=1))
         return page(
             request,
             "server.html",
             entry=entry,
             chart=timeline(history, now, window),
-            span=span if span in TIMELINE_SPANS else "7d",
+            span=span,
             spans=list(TIMELINE_SPANS),
             changes=chain_changes(history)[::-1],
             alerts=await store.fleet_alerts(ip),

@@ -97,9 +97,10 @@ def chain_picture(report: Report) -> Picture:
     ip_box = Box(COLUMNS[0], ip_y, "client IP", str(report.ip), str(report.ip), KIND[iprev.result.result])
     boxes.append(ip_box)
     if iprev.ptr.status is not Status.ANSWER:
-        box = Box(COLUMNS[1], ip_y, "PTR", "no PTR name", _status_words(iprev.ptr), _kind_of(iprev.ptr))
+        words = _status_words(iprev.ptr)
+        box = Box(COLUMNS[1], ip_y, "PTR", short(words), words, _kind_of(iprev.ptr), "no PTR name")
         boxes.append(box)
-        links.append(_link(ip_box, box, box.kind, _status_words(iprev.ptr)))
+        links.append(_link(ip_box, box, box.kind, "PTR"))
     row = 0
     for item in iprev.names:
         y = 10 + row * ROW_H
