@@ -50,7 +50,10 @@ def _chain_args(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "ptr_names": tuple(data.get("ptr_names", ()))}
 
 
-def with_tracker(entry: FleetEntry, tracker: Tracker, observation: Observation) -> FleetEntry:
+def with_tracker(
+    entry: FleetEntry, tracker: Tracker, observation: Observation, forward: dict[str, list[str]] | None = None
+) -> FleetEntry:
+    """`entry` with the tracker's state; its last chain also shows each PTR name's addresses (`forward`)."""
     return replace(
         entry,
         state=tracker.state.value,
@@ -59,7 +62,7 @@ def with_tracker(entry: FleetEntry, tracker: Tracker, observation: Observation) 
         candidate=tracker.candidate.value if tracker.candidate else None,
         candidate_count=tracker.candidate_count,
         last_checked=observation.at,
-        last_chain=asdict(observation.chain),
+        last_chain={**asdict(observation.chain), "forward": forward or {}},
     )
 
 
@@ -110,7 +113,8 @@ async def check_entry(
     before = tracker_of(entry)
     seen = classify(observation, before.last_good).value
     tracker, alert = step(before, observation, confirmations)
-    updated = with_tracker(entry, tracker, observation)
+    forward = {item.name: list(item.lookup.records) for item in report.iprev.names}
+    updated = with_tracker(entry, tracker, observation, forward)
     await store.fleet_record(
         updated, at, seen, observation.detail, (alert.before.value, alert.after.value) if alert else None
     )

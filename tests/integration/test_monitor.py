@@ -114,6 +114,7 @@ def test_drift_then_broken_each_confirmed_webhooks_and_no_alarm_for_one_timeout(
             "ptr_names": ["mta61.example.org"],
             "confirmed_name": "mta61.example.org",
             "helo_aligned": True,
+            "forward": {"mta61.example.org": [ip]},
         }
         assert receiver.posts >= 2  # the first POST got a 500 and was retried
 
