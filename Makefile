@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBIAN_TEST_PACKAGES := knot knot-dnsutils adns-tools swaks postfix iproute2
+DEBIAN_RUN_PACKAGES  := knot knot-dnsutils swaks
+DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck unit bench bench-gateway bench-policy debian-deps clean
@@ -16,13 +17,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job: the gateway on 127.0.0.1:2525 with the embedded defaults (Maildir and
-# SQLite under ./var/), resolving through a demo knotd on loopback (scripts/demo.py).
-run: $(STAMP) debian-deps
+# The main job: `rdnsgate serve` (gateway on 127.0.0.1:2525, web app on 127.0.0.1:8080,
+# fleet monitor) with the embedded defaults (Maildir and SQLite under ./var/), resolving
+# through a demo knotd on loopback (scripts/demo.py).
+run: $(STAMP)
+	@$(MAKE) --no-print-directory debian-deps PACKAGES="$(DEBIAN_RUN_PACKAGES)"
 	$(BIN)/python scripts/demo.py
 
+PACKAGES ?= $(DEBIAN_TEST_PACKAGES)
 debian-deps:
-	@missing=""; for p in $(DEBIAN_TEST_PACKAGES); do \
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -1,11 +1,13 @@
-"""``make run``: the gateway on 127.0.0.1:2525, resolving through a demo DNS server on loopback.
+"""``make run``: ``rdnsgate serve`` (gateway, web app, monitor), resolving through a demo DNS server on loopback.
 
 Starts knotd on 127.0.0.1:5300 (another free port if that one is taken) with
 the example zones of the test suite — RFC 5737/3849 addresses, RFC 2606
 names, and loopback clients 127.0.10.x: .1 well configured, .2 without PTR,
-.3 with a PTR that does not lead back — then runs ``rdnsgate serve gateway``
-with the embedded defaults (Maildir and SQLite under ./var/) accepting mail
-for example.net, until Ctrl-C.  No other DNS server is asked.
+.3 with a PTR that does not lead back — watches two of them in the fleet,
+then runs ``rdnsgate serve`` with the embedded defaults (Maildir and SQLite
+under ./var/): the gateway on 127.0.0.1:2525 accepting mail for example.net,
+the web app on http://127.0.0.1:8080, the monitor; until Ctrl-C.  No other
+DNS server is asked.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from tests.harness.knot import KnotServer, free_port  # noqa: E402
 
 DNS_PORT = 5300
 LISTEN = "127.0.0.1:2525"
+WEB = "127.0.0.1:8080"
+FLEET = (("127.0.10.1", "good1.example.org", "demo-good"), ("127.0.10.3", "mismatch3.example.org", "demo-mismatch"))
 
 
 def _port() -> int:
@@ -43,25 +47,32 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="rdnsgate-demo-dns-") as tmp,
         KnotServer(Path(tmp), zones(), port=_port()) as knot,
     ):
+        rdnsgate = [sys.executable, "-m", "rdnsgate"]
+        for ip, helo, label in FLEET:
+            subprocess.run([*rdnsgate, "fleet", "add", ip, "--helo", helo, "--label", label], check=True)
         print(
             f"demo DNS (knotd, example zones) on {knot.nameserver}\n"
-            f"gateway on {LISTEN}, mail for example.net into ./var/mail/new; try, in another terminal:\n"
+            f"gateway on {LISTEN}, mail for example.net into ./var/mail/new; web app on http://{WEB}/\n"
+            "try, in another terminal:\n"
             f"  swaks --server {LISTEN} --local-interface 127.0.10.1 --helo good1.example.org "
             "--from bob@example.org --to alice@example.net\n"
             f"  swaks --server {LISTEN} --local-interface 127.0.10.2 --helo good1.example.org "
             "--from bob@example.org --to alice@example.net\n"
+            f"  open http://{WEB}/check?ip=127.0.10.2 (the link in that refusal)\n"
+            "  .venv/bin/rdnsgate admin set-password   # then log in at /servers, /whitelist, /decisions\n"
             f"  .venv/bin/rdnsgate check 127.0.10.3 --nameserver {knot.nameserver}\n"
             "  .venv/bin/rdnsgate decisions --since 1h\n",
             flush=True,
         )
         command = [
-            sys.executable,
-            "-m",
-            "rdnsgate",
+            *rdnsgate,
             "serve",
-            "gateway",
             "--listen",
             LISTEN,
+            "--web-listen",
+            WEB,
+            "--public-url",
+            f"http://{WEB}",
             "--nameserver",
             knot.nameserver,
             "--relay-domain",
