@@ -10,6 +10,7 @@ the wrong type is a `ConfigError` that names the file and key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -145,6 +146,11 @@ class WebSettings:
 
     def __post_init__(self) -> None:
         parse_listen(self.listen, "web.listen")
+        for item in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"web.trusted_proxies: {item!r} is not an IP address or network") from None
         for key in ("check_rate", "check_burst", "login_rate", "session_hours"):
             _positive(f"web.{key}", getattr(self, key))
         if self.public_url and not self.public_url.startswith(("http://", "https://")):

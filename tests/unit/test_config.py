@@ -35,6 +35,13 @@ def test_defaults_file_env_flags(tmp_path: Path) -> None:
         ("", {"RDNSGATE_DNS_TRIES": "many"}, "environment RDNSGATE_DNS_TRIES"),
         ("", {"RDNSGATE_NOPE_X": "1"}, "no such section"),
         ("not toml = = 1", {}, "not valid TOML"),
+        ("[web]\nlisten = '8080'\n", {}, "web.listen '8080': write HOST:PORT"),
+        ("[web]\ntrusted_proxies = ['10.0.0.0/33']\n", {}, "web.trusted_proxies: '10.0.0.0/33'"),
+        ("[web]\npublic_url = 'rdns.example'\n", {}, "web.public_url must start with http"),
+        ("[monitor]\njitter = 1.5\n", {}, "monitor.jitter must be between 0 and 1"),
+        ("[monitor]\ninterval = 0\n", {}, "monitor.interval must be greater than 0"),
+        ("[monitor]\nwebhook_url = 'ftp://x'\n", {}, "monitor.webhook_url must start with http"),
+        ("", {"RDNSGATE_MONITOR_CONFIRMATIONS": "0"}, "monitor.confirmations must be greater than 0"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
@@ -42,3 +49,14 @@ def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], mes
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings(path, env=env)
+
+
+def test_refusals_link_to_the_public_check_page(tmp_path: Path) -> None:
+    path = tmp_path / "rdnsgate.toml"
+    path.write_text("[web]\npublic_url = 'https://rdns.example/'\n")
+    settings = load_settings(path, env={})
+    assert settings.gateway.check_url == settings.policy.check_url == "https://rdns.example/check"
+    path.write_text("[web]\npublic_url = 'https://rdns.example'\n[policy]\ncheck_url = 'https://help.example/rdns'\n")
+    settings = load_settings(path, env={})
+    assert settings.policy.check_url == "https://help.example/rdns"  # an explicit one wins
+    assert load_settings(None, env={}).gateway.check_url == ""
