@@ -123,6 +123,9 @@ def test_dns_data_and_input_are_escaped(web: GatewayProcess) -> None:
     assert page.status_code == 200
     assert "<script" not in page.text.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.example.org" in page.text  # the PTR name, as text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script" not in policy  # no script may run, not even ours
+    assert page.headers["x-content-type-options"] == "nosniff"
 
 
 def test_rate_limit_of_anonymous_checks(web: GatewayProcess) -> None:
