@@ -246,45 +246,42 @@ class DnsClient:
         loop = asyncio.get_running_loop()
         began = time.perf_counter()  # not loop.time(): uvloop's clock moves in whole milliseconds
         try:
-            return await self._query(loop, qname, qtype, deadline)
+            last = Failure(Status.TIMEOUT, "no reply")
+            count = len(self.nameservers)
+            start = _jitter.randrange(count) if count > 1 else 0
+            try:
+                question = encode_question(qname, qtype)
+            except WireError as exc:
+                return Failure(Status.ERROR, str(exc))
+            for attempt in range(self.tries):
+                server = self.nameservers[(start + attempt) % count]
+                wait = self.timeout * (1 + 0.5 * attempt) * _jitter.uniform(0.9, 1.1)
+                if deadline is not None:
+                    wait = min(wait, deadline - loop.time())
+                    if wait <= 0:
+                        return Failure(last.status, last.detail + "; the check's deadline passed")
+                outcome = await self._udp(server, question, wait)
+                if isinstance(outcome, Reply) and outcome.truncated:
+                    outcome = await self._tcp(server, question, wait)
+                if isinstance(outcome, Reply):
+                    rcode = outcome.rcode
+                    self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
+                    if rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
+                        return outcome
+                    status = {RCODE_SERVFAIL: Status.SERVFAIL, RCODE_REFUSED: Status.REFUSED}.get(rcode, Status.ERROR)
+                    last = Failure(
+                        status,
+                        f"{status.name} from {server}"
+                        if status is not Status.ERROR
+                        else f"rcode {rcode} from {server}",
+                    )
+                    if count == 1:
+                        return last
+                    continue
+                last = outcome
+            return last
         finally:
             self.stats.observe(time.perf_counter() - began)
-
-    async def _query(
-        self, loop: asyncio.AbstractEventLoop, qname: str, qtype: int, deadline: float | None
-    ) -> Reply | Failure:
-        last = Failure(Status.TIMEOUT, "no reply")
-        count = len(self.nameservers)
-        start = _jitter.randrange(count) if count > 1 else 0
-        try:
-            question = encode_question(qname, qtype)
-        except WireError as exc:
-            return Failure(Status.ERROR, str(exc))
-        for attempt in range(self.tries):
-            server = self.nameservers[(start + attempt) % count]
-            wait = self.timeout * (1 + 0.5 * attempt) * _jitter.uniform(0.9, 1.1)
-            if deadline is not None:
-                wait = min(wait, deadline - loop.time())
-                if wait <= 0:
-                    return Failure(last.status, last.detail + "; the check's deadline passed")
-            outcome = await self._udp(server, question, wait)
-            if isinstance(outcome, Reply) and outcome.truncated:
-                outcome = await self._tcp(server, question, wait)
-            if isinstance(outcome, Reply):
-                rcode = outcome.rcode
-                self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
-                if rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
-                    return outcome
-                status = {RCODE_SERVFAIL: Status.SERVFAIL, RCODE_REFUSED: Status.REFUSED}.get(rcode, Status.ERROR)
-                last = Failure(
-                    status,
-                    f"{status.name} from {server}" if status is not Status.ERROR else f"rcode {rcode} from {server}",
-                )
-                if count == 1:
-                    return last
-                continue
-            last = outcome
-        return last
 
     async def _udp(self, server: Nameserver, question: bytes, wait: float) -> Reply | Failure:
         pool = self._sockets.get(server)

@@ -9,41 +9,23 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rdnsgate.checks.helo import classify_helo, evaluate_alignment, evaluate_helo
 from rdnsgate.checks.iprev import evaluate_iprev
-from rdnsgate.checks.sender import evaluate_sender, parse_reverse_path
 from rdnsgate.config import MonitorSettings
 from rdnsgate.frontends.web.auth import csrf_ok, csrf_token, fingerprint, hash_password, verify_password
 from rdnsgate.frontends.web.clientip import client_address, forwarded_hops, parse_networks
 from rdnsgate.frontends.web.pictures import chain_changes, chain_picture, timeline
 from rdnsgate.frontends.web.ratelimit import RateLimiter, client_key
-from rdnsgate.model import FleetEntry, Lookup, Report, Status
+from rdnsgate.model import FleetEntry, Lookup, Status
 from rdnsgate.monitor.alerts import alert_body, alert_line
 from rdnsgate.monitor.fleet import source_note
 from rdnsgate.monitor.scheduler import Monitor
 from rdnsgate.monitor.states import Alert, FleetState
+from tests.unit.test_policy_and_cache import _report as report
 
 IP = ipaddress.IPv4Address("192.0.2.1")
 PTR = "1.2.0.192.in-addr.arpa"
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PROXY = parse_networks(["127.0.0.1", "10.0.0.0/8"])
-
-
-def report(ptr: Lookup, forward: dict[str, Lookup], helo: str | None = None) -> Report:
-    iprev = evaluate_iprev(IP, ptr, forward)
-    form = classify_helo(helo)
-    a = Lookup(helo or "", "A", Status.ANSWER, ("192.0.2.1",), ttl=60) if form.needs_lookup else None
-    sform = parse_reverse_path(None)
-    return Report(
-        IP,
-        iprev,
-        helo,
-        evaluate_helo(form, a, None),
-        evaluate_alignment(form, IP, iprev, a),
-        None,
-        None,
-        evaluate_sender(sform),
-    )
 
 
 def answer(name: str, qtype: str, *records: str, ttl: int = 300) -> Lookup:

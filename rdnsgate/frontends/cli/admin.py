@@ -70,11 +70,24 @@ PublicUrlOpt = Annotated[
 ]
 
 
-def _serve(run: Any, config: Path | None, overrides: dict[str, dict[str, Any]]) -> None:
+def _with_store_and_dns(
+    overrides: dict[str, dict[str, Any]], nameserver: list[str] | None, storage: str | None
+) -> dict[str, dict[str, Any]]:
+    """The service's own `overrides` plus the --nameserver and --storage every service takes."""
+    return {**overrides, "dns": {"nameservers": tuple(nameserver) if nameserver else None}, "storage": {"url": storage}}
+
+
+def _serve(
+    run: Any,
+    config: Path | None,
+    overrides: dict[str, dict[str, Any]],
+    nameserver: list[str] | None,
+    storage: str | None,
+) -> None:
     from rdnsgate.daemon import configure_logging
 
     try:
-        settings = settings_from(config, overrides)
+        settings = settings_from(config, _with_store_and_dns(overrides, nameserver, storage))
         configure_logging()
         run_loop(run(settings))
     except RdnsgateError as exc:
@@ -107,10 +120,8 @@ def serve_all(
             "relay_domains": tuple(relay_domain) if relay_domain else None,
         },
         "web": {"listen": web_listen, "public_url": public_url},
-        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
-        "storage": {"url": storage},
     }
-    _serve(run_all, config, overrides)
+    _serve(run_all, config, overrides, nameserver, storage)
 
 
 @serve_app.command("web")
@@ -133,10 +144,8 @@ def serve_web(
             "trusted_proxies": tuple(trusted_proxy) if trusted_proxy else None,
             "public_url": public_url,
         },
-        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
-        "storage": {"url": storage},
     }
-    _serve(run_web, config, overrides)
+    _serve(run_web, config, overrides, nameserver, storage)
 
 
 @serve_app.command("monitor")
@@ -156,10 +165,8 @@ def serve_monitor(
 
     overrides: dict[str, dict[str, Any]] = {
         "monitor": {"interval": interval, "webhook_url": webhook, "authoritative": authoritative},
-        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
-        "storage": {"url": storage},
     }
-    _serve(run_monitor, config, overrides)
+    _serve(run_monitor, config, overrides, nameserver, storage)
 
 
 @admin_app.command("set-password")
@@ -228,11 +235,9 @@ def serve_gateway(
             "maildir": maildir,
             "workers": workers,
         },
-        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
-        "storage": {"url": storage},
     }
     try:
-        settings = settings_from(config, overrides)
+        settings = settings_from(config, _with_store_and_dns(overrides, nameserver, storage))
         configure_logging()
         if worker_count(settings) > 1:
             raise typer.Exit(run_gateway_processes(settings, run_loop))
@@ -254,10 +259,8 @@ def serve_policy(
 
     overrides: dict[str, dict[str, Any]] = {
         "policy": {"listen": tuple(listen) if listen else None, "profile": profile},
-        "dns": {"nameservers": tuple(nameserver) if nameserver else None},
-        "storage": {"url": storage},
     }
-    _serve(run_policy, config, overrides)
+    _serve(run_policy, config, overrides, nameserver, storage)
 
 
 @whitelist_app.command("add")
