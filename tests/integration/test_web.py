@@ -49,7 +49,9 @@ def visitor(address: str) -> dict[str, str]:
 
 def test_check_page_opens_with_the_visitors_address(web: GatewayProcess) -> None:
     direct = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), base_url=base(web))
-    assert 'name="ip" value="127.0.0.2"' in direct.get("/").text
+    home = direct.get("/")
+    assert 'name="ip" value="127.0.0.2"' in home.text
+    assert "set-cookie" not in home.headers  # no cookie for visitors of the public page
     # 127.0.0.2 is no trusted proxy: its forwarding headers are ignored
     assert 'value="127.0.0.2"' in direct.get("/", headers={"X-Forwarded-For": "198.51.100.7"}).text
     proxied = httpx.Client(base_url=base(web))

@@ -140,7 +140,7 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
 
     def page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
         values.setdefault("user", request.session.get("user"))
-        values["csrf"] = csrf_token(request.session)
+        values["csrf"] = _LazyToken(request.session)
         return templates.TemplateResponse(request, name, values, status_code=status)
 
     @app.exception_handler(_Redirect)
@@ -410,6 +410,17 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
         return page(request, "decisions.html", form=form, rows=rows, error=None)
 
     return app
+
+
+class _LazyToken:
+    """The session's CSRF token, made only when a page renders a form that needs it,
+    so anonymous visitors of the check page get no cookie at all."""
+
+    def __init__(self, session: dict[str, Any]) -> None:
+        self.session = session
+
+    def __str__(self) -> str:
+        return csrf_token(self.session)
 
 
 def _local(target: str) -> str:
