@@ -287,9 +287,17 @@ def test_secure_cookies_when_configured(tmp_path: Path, knot: KnotServer) -> Non
     assert set_password(tmp_path).returncode == 0
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{process.web_port}")
-        token = csrf_of(client.get("/login").text)
-        reply = client.post("/login", data={"username": "admin", "password": PASSWORD, "csrf": token})
+        form = client.get("/login")
+        first = form.headers["set-cookie"]
+        assert "; secure" in first.lower()  # so a client on plain HTTP (like this one) does not send it back
+        session = first.split(";", 1)[0]
+        reply = client.post(
+            "/login",
+            data={"username": "admin", "password": PASSWORD, "csrf": csrf_of(form.text)},
+            headers={"Cookie": session},
+        )
+        assert reply.status_code == 303
         cookie = reply.headers["set-cookie"].lower()
-        assert "; secure" in cookie and "max-age=3600" in cookie
+        assert "; secure" in cookie and "max-age=3600" in cookie and "httponly" in cookie
     finally:
         process.stop()
