@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.lookups.authority import AuthorityLookups
 from rdnsgate.model import FleetEntry, IprevReport, Report, Result, Status
-from rdnsgate.monitor.states import Alert, Chain, FleetState, Observation, Tracker, classify, step
+from rdnsgate.monitor.states import Alert, Chain, FleetState, Observation, Tracker, accept_chain, classify, step
 from rdnsgate.policy.evaluate import Engine
 
 
@@ -47,7 +47,27 @@ def tracker_of(entry: FleetEntry) -> Tracker:
 
 
 def _chain_args(data: dict[str, Any]) -> dict[str, Any]:
-    return {**data, "ptr_names": tuple(data.get("ptr_names", ()))}
+    known = ("ptr_names", "confirmed_name", "helo_aligned")  # last_chain also carries "forward"
+    return {key: data.get(key) for key in known} | {"ptr_names": tuple(data.get("ptr_names") or ())}
+
+
+def accept_current(entry: FleetEntry, at: datetime) -> FleetEntry:
+    """`entry` with its last seen chain accepted as the good one: a drifted server is ok again.
+
+    Raises ValueError unless the server is in drift (a broken chain is never "good").
+    """
+    if entry.state != FleetState.DRIFT.value or not entry.last_chain:
+        raise ValueError(f"{entry.ip} is {entry.state}: only the chain of a drifted server can be accepted")
+    chain = Chain(**_chain_args(entry.last_chain))
+    tracker = accept_chain(tracker_of(entry), chain, at)
+    return replace(
+        entry,
+        state=tracker.state.value,
+        since=tracker.since,
+        last_good=asdict(chain),
+        candidate=None,
+        candidate_count=0,
+    )
 
 
 def with_tracker(

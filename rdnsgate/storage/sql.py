@@ -138,6 +138,21 @@ class FleetStore:
                     )
                 )
 
+    async def fleet_save_state(self, entry: FleetEntry) -> None:
+        """Store `entry`'s state, since, last good chain and pending change (an admin's acceptance)."""
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                fleet.update()
+                .where(fleet.c.ip == entry.ip)
+                .values(
+                    state=entry.state,
+                    since=_utc(entry.since),
+                    last_good=entry.last_good,
+                    candidate=entry.candidate,
+                    candidate_count=entry.candidate_count,
+                )
+            )
+
     async def fleet_get(self, ip: str) -> FleetEntry | None:
         async with self.engine.connect() as connection:
             row = (await connection.execute(sa.select(fleet).where(fleet.c.ip == ip))).mappings().one_or_none()

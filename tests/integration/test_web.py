@@ -301,3 +301,31 @@ def test_secure_cookies_when_configured(tmp_path: Path, knot: KnotServer) -> Non
         assert "; secure" in cookie and "max-age=3600" in cookie and "httponly" in cookie
     finally:
         process.stop()
+
+
+def test_accept_a_drifted_chain(web: GatewayProcess, knot: KnotServer) -> None:
+    ip, rev = "192.0.2.63", "2.0.192.in-addr.arpa"
+    knot.update(rev, add=[("63", "PTR", "mta63.example.org.")])
+    knot.update("example.org", add=[("mta63", "A", ip), ("mta63b", "A", ip)])
+    admin = logged_in(base(web))
+    token = csrf_of(admin.get("/servers").text)
+    try:
+        assert admin.post("/servers", data={"ip": ip, "label": "renamed", "csrf": token}).status_code == 303
+        for _ in range(2):
+            web.run("fleet", "status")
+        refused = web.run("fleet", "accept", ip)
+        assert refused.returncode == 2 and "only the chain of a drifted server" in refused.stderr
+        knot.update(rev, delete=[("63", "PTR")], add=[("63", "PTR", "mta63b.example.org.")])
+        for _ in range(2):
+            web.run("fleet", "status")
+        page = admin.get(f"/servers/{ip}").text
+        assert 'class="state drift"' in page and 'id="accept"' in page
+        assert admin.post(f"/servers/{ip}/accept", data={}).status_code == 403  # CSRF here too
+        assert admin.post(f"/servers/{ip}/accept", data={"csrf": token}).status_code == 303
+        page = admin.get(f"/servers/{ip}").text
+        assert 'class="state ok"' in page and 'id="accept"' not in page
+        assert "->" not in web.run("fleet", "status").stdout  # the new chain is the good one now
+    finally:
+        admin.post(f"/servers/{ip}/remove", data={"csrf": token})
+        knot.update(rev, delete=[("63", "PTR")])
+        knot.update("example.org", delete=[("mta63", "A"), ("mta63b", "A")])

@@ -503,6 +503,35 @@ def fleet_remove(
     typer.echo(f"stopped watching {ip}")
 
 
+@fleet_app.command("accept")
+def fleet_accept(
+    ip: Annotated[str, typer.Argument(help="The IP address as added.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Accept a drifted server's current chain (a planned PTR rename, say) as its good one: it is ok again."""
+    from rdnsgate.monitor.fleet import accept_current
+
+    try:
+        settings = settings_from(config)
+
+        async def work(store: SqlStore) -> Any:
+            entry = await store.fleet_get(ip)
+            if entry is None:
+                raise UsageError(f"{ip} is not watched")
+            try:
+                accepted = accept_current(entry, datetime.now(UTC))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            await store.fleet_save_state(accepted)
+            return accepted
+
+        accepted = with_store(settings, work)
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
+    names = ", ".join((accepted.last_good or {}).get("ptr_names") or []) or "no PTR name"
+    typer.echo(f"{ip}: accepted {names} as the good chain; state {accepted.state}")
+
+
 @fleet_app.command("status")
 def fleet_status(config: ConfigOpt = None) -> None:
     """Check every watched server now, store the results, and show them (a change needs 2 checks in a row)."""

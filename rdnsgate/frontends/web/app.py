@@ -38,6 +38,7 @@ from rdnsgate.frontends.web.clientip import client_address, parse_networks
 from rdnsgate.frontends.web.pictures import chain_changes, chain_picture, timeline
 from rdnsgate.frontends.web.ratelimit import RateLimiter
 from rdnsgate.model import FleetEntry, Report, WhitelistEntry
+from rdnsgate.monitor.fleet import accept_current
 from rdnsgate.monitor.metrics import METRICS, REGISTRY
 from rdnsgate.policy.advice import advise, recheck_after
 from rdnsgate.policy.decide import decide
@@ -309,6 +310,21 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
         await store.fleet_remove(ip)
         log.info("%s stopped watching %s", request.session.get("user"), ip)
         return RedirectResponse("/servers", status_code=303)
+
+    @app.post("/servers/{ip}/accept", include_in_schema=False)
+    async def servers_accept(request: Request, ip: str, csrf: Annotated[str | None, Form()] = None) -> Response:
+        user = await require_admin(request)
+        await require_csrf(request, csrf)
+        entry = await store.fleet_get(ip)
+        if entry is None:
+            raise _Refused(404, f"{ip} is not watched.")
+        try:
+            accepted = accept_current(entry, datetime.now(UTC))
+        except ValueError as exc:
+            raise _Refused(400, str(exc)) from None
+        await store.fleet_save_state(accepted)
+        log.info("%s accepted the chain of %s as good: %s", user, ip, accepted.last_good)
+        return RedirectResponse(f"/servers/{quote(ip, safe='')}", status_code=303)
 
     @app.get("/servers/{ip}", response_class=HTMLResponse, include_in_schema=False)
     async def server_page(request: Request, ip: str, span: str = "") -> HTMLResponse:
