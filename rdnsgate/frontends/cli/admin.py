@@ -534,26 +534,32 @@ def fleet_accept(
 
 @fleet_app.command("status")
 def fleet_status(config: ConfigOpt = None) -> None:
-    """Check every watched server now, store the results, and show them (a change needs 2 checks in a row)."""
+    """Check every watched server now, store the results, and show them (a change needs
+    monitor.confirmations checks in a row; with monitor.authoritative, failures are asked at the source)."""
     from rdnsgate.lookups import build_resolver
+    from rdnsgate.lookups.authority import AuthorityLookups
     from rdnsgate.monitor.fleet import check_entry
     from rdnsgate.policy.evaluate import Engine
 
     try:
         settings = settings_from(config)
+        ms = settings.monitor
 
         async def work(store: SqlStore) -> list[Any]:
             resolver = build_resolver(settings.dns)
             engine = Engine(resolver, settings.checks)
+            source = AuthorityLookups(resolver, port=ms.authoritative_port) if ms.authoritative else None
             try:
                 results = []
                 for entry in await store.fleet_list():
-                    updated, _report, alert = await check_entry(engine, store, entry)
+                    updated, _report, alert = await check_entry(engine, store, entry, ms.confirmations, source)
                     results.append(updated)
                     if alert is not None:
                         typer.echo(f"{entry.ip}: {alert.before} -> {alert.after}: {alert.detail}")
                 return results
             finally:
+                if source is not None:
+                    await source.close()
                 await resolver.close()
 
         entries = with_store(settings, work)
