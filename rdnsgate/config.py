@@ -140,6 +140,7 @@ class WebSettings:
     check_rate: float = 10.0  # checks per minute per client IP for visitors who are not logged in
     check_burst: int = 5  # checks a visitor may run at once before the rate applies
     login_rate: float = 5.0  # login attempts per minute per client IP
+    max_concurrent_checks: int = 50  # anonymous checks running at once, from all visitors; beyond: 503
     session_hours: float = 12.0  # a login lasts this long
     secure_cookies: bool = False  # mark the session cookie Secure (set true when served over HTTPS)
     secret_key: str = ""  # signs session cookies; empty: a random key kept in the store (shared by nodes)
@@ -151,7 +152,7 @@ class WebSettings:
                 ipaddress.ip_network(item.strip(), strict=False)
             except ValueError:
                 raise ConfigError(f"web.trusted_proxies: {item!r} is not an IP address or network") from None
-        for key in ("check_rate", "check_burst", "login_rate", "session_hours"):
+        for key in ("check_rate", "check_burst", "login_rate", "session_hours", "max_concurrent_checks"):
             _positive(f"web.{key}", getattr(self, key))
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"web.public_url must start with http:// or https://, not {self.public_url!r}")

@@ -303,6 +303,11 @@ async def run_web(settings: Settings, stop: asyncio.Event | None = None, *, migr
 async def run_all(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Gateway, web app and monitor in one process (`rdnsgate serve`); one stops, all stop."""
     stop = stop_on_signals(stop)
+    if settings.gateway.workers != 1:
+        log.warning(
+            "gateway.workers = %d is for `rdnsgate serve gateway`; `rdnsgate serve` runs one gateway process",
+            settings.gateway.workers,
+        )
     store = await open_store(settings.storage.url)  # the schema is brought up to date once, here
     await store.close()
     tasks = [

@@ -8,9 +8,11 @@ escaping of everything that comes from DNS or from clients.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 
 from rdnsgate.model import DecisionRecord
 from rdnsgate.storage import open_store
+from tests.harness.faultdns import Fault, FaultResponder
 from tests.harness.knot import KnotServer
 from tests.harness.smtp import GatewayProcess
 from tests.harness.web import PASSWORD, csrf_of, logged_in, set_password, web_process, web_settings
@@ -329,3 +332,23 @@ def test_accept_a_drifted_chain(web: GatewayProcess, knot: KnotServer) -> None:
         admin.post(f"/servers/{ip}/remove", data={"csrf": token})
         knot.update(rev, delete=[("63", "PTR")])
         knot.update("example.org", delete=[("mta63", "A"), ("mta63b", "A")])
+
+
+def test_anonymous_checks_at_once_are_capped(tmp_path: Path, faults: FaultResponder) -> None:
+    settings = web_settings(faults.nameserver, "max_concurrent_checks = 1\ncheck_burst = 10\n").replace(
+        "timeout = 0.5\ntries = 2", "timeout = 2.0\ntries = 1"
+    )
+    process = web_process(tmp_path, settings)
+    process.start()
+    faults.add("2.2.0.192.in-addr.arpa", "PTR", Fault.TIMEOUT)
+    try:
+        url = f"http://127.0.0.1:{process.web_port}/api/v1/check"
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(httpx.get, url, params={"ip": "192.0.2.2"}, timeout=20)
+            time.sleep(0.5)  # the slow check is waiting for its PTR now
+            busy = httpx.get(url, params={"ip": "192.0.2.1"}, timeout=20)
+            assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
+            assert slow.result().json()["verdict"] == "temperror"
+        assert httpx.get(url, params={"ip": "192.0.2.1"}, timeout=20).status_code == 200  # the slot is free again
+    finally:
+        process.stop()

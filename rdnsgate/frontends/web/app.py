@@ -85,6 +85,7 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
     trusted = parse_networks(web.trusted_proxies)
     checks_limiter = RateLimiter(web.check_rate, web.check_burst)
     login_limiter = RateLimiter(web.login_rate, max(1, int(web.login_rate)))
+    running = [0]  # anonymous checks in progress (web.max_concurrent_checks)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(version=__version__, quote=quote)
 
@@ -164,12 +165,20 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
         except ValueError:
             METRICS.count_web(page_name, "bad_request")
             raise _Refused(400, f"{ip!r} is not an IP address.") from None
-        if await admin_of(request) is None:
+        anonymous = await admin_of(request) is None
+        if anonymous:
             wait = checks_limiter.allow(visitor(request), time.monotonic())
             if wait:
                 METRICS.count_web(page_name, "rate_limited")
                 raise _Refused(429, f"Too many checks from your address; try again in {wait:.0f} s.", wait)
-        report = await engine.report(address, helo or None, sender or None)
+            if running[0] >= web.max_concurrent_checks:
+                METRICS.count_web(page_name, "busy")
+                raise _Refused(503, "Too many checks are running right now; try again in a few seconds.", 5)
+        running[0] += anonymous
+        try:
+            report = await engine.report(address, helo or None, sender or None)
+        finally:
+            running[0] -= anonymous
         METRICS.count_web(page_name, overall(report).value)
         return report
 
@@ -213,7 +222,7 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
     @app.get(
         "/api/v1/check",
         summary="Check one mail client",
-        responses={400: {"model": ApiError}, 429: {"model": ApiError}},
+        responses={400: {"model": ApiError}, 429: {"model": ApiError}, 503: {"model": ApiError}},
         tags=["check"],
     )
     async def api_check(
