@@ -285,7 +285,7 @@ async def run_web(settings: Settings, stop: asyncio.Event | None = None, *, migr
 
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        log.info("rdnsgate web app on http://%s", settings.web.listen)
+        log.info("rdnsgate web app starting on http://%s", settings.web.listen)
         try:
             await server.serve()
         except SystemExit:  # uvicorn's answer to a port it cannot bind
