@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from rdnsgate.frontends.web.schema import ReportModel
 from tests.harness.faultdns import Fault, FaultResponder
 
 
@@ -414,6 +415,7 @@ def test_check_scenario(scenario: Scenario, faults: FaultResponder) -> None:
     proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert proc.stdout, proc.stderr
     report = json.loads(proc.stdout)
+    ReportModel.model_validate(report)  # as documented, and as the API's OpenAPI document says
 
     got = {name: f"{item['result']}/{item['reason']}" for name, item in report["checks"].items()}
     assert got["iprev"] == scenario.iprev, report["checks"]["iprev"]

@@ -37,6 +37,7 @@ from rdnsgate.frontends.web.auth import csrf_ok, csrf_token, fingerprint, verify
 from rdnsgate.frontends.web.clientip import client_address, parse_networks
 from rdnsgate.frontends.web.pictures import chain_changes, chain_picture, timeline
 from rdnsgate.frontends.web.ratelimit import RateLimiter
+from rdnsgate.frontends.web.schema import ReportModel
 from rdnsgate.model import FleetEntry, Report, WhitelistEntry
 from rdnsgate.monitor.fleet import accept_current
 from rdnsgate.monitor.metrics import METRICS, REGISTRY
@@ -224,6 +225,9 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
         summary="Check one mail client",
         responses={400: {"model": ApiError}, 429: {"model": ApiError}, 503: {"model": ApiError}},
         tags=["check"],
+        response_model=ReportModel,
+        response_model_exclude_unset=True,
+        response_model_by_alias=True,
     )
     async def api_check(
         request: Request,
