@@ -1,0 +1,114 @@
+"""The public pages: the check page and its JSON API (rate-limited), /healthz, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from rdnsgate import __version__
+from rdnsgate.frontends.web.pictures import chain_picture
+from rdnsgate.frontends.web.schema import ReportModel
+from rdnsgate.frontends.web.site import Refused, site_of
+from rdnsgate.monitor.metrics import METRICS, REGISTRY
+from rdnsgate.policy.advice import advise, recheck_after
+from rdnsgate.policy.decide import decide
+from rdnsgate.policy.profiles import BUILTIN
+from rdnsgate.policy.serialize import overall, report_dict
+
+router = APIRouter()
+
+
+class ApiError(BaseModel):
+    detail: str
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def home(request: Request) -> HTMLResponse:
+    site = site_of(request)
+    return site.page(request, "check.html", form={"ip": site.visitor(request), "helo": "", "sender": ""}, result=None)
+
+
+@router.get("/check", response_class=HTMLResponse, include_in_schema=False)
+async def check_page(
+    request: Request,
+    ip: Annotated[str, Query(max_length=100)] = "",
+    helo: Annotated[str, Query(max_length=255)] = "",
+    sender: Annotated[str, Query(max_length=320)] = "",
+) -> HTMLResponse:
+    site = site_of(request)
+    form = {"ip": ip or site.visitor(request), "helo": helo, "sender": sender}
+    if not ip.strip():
+        return site.page(request, "check.html", form=form, result=None)
+    try:
+        report = await site.run_check(request, ip, helo, sender, "check")
+    except Refused as exc:
+        return site.page(request, "check.html", exc.status, form=form, result=None, error=exc.message)
+    now = datetime.now(UTC)
+    decisions = {name: decide(report, profile) for name, profile in BUILTIN.items()}
+    wait = recheck_after(report)
+    share = "/check?" + urlencode({k: v for k, v in (("ip", ip), ("helo", helo), ("sender", sender)) if v})
+    return site.page(
+        request,
+        "check.html",
+        form=form,
+        result=report,
+        verdict=overall(report).value,
+        picture=chain_picture(report),
+        decisions=decisions,
+        advice=advise(report, now),
+        recheck=None if wait is None else (wait, now + timedelta(seconds=wait)),
+        share=share,
+        api="/api/v1" + share,
+    )
+
+
+@router.get(
+    "/api/v1/check",
+    summary="Check one mail client",
+    responses={400: {"model": ApiError}, 429: {"model": ApiError}, 503: {"model": ApiError}},
+    tags=["check"],
+    response_model=ReportModel,
+    response_model_exclude_unset=True,
+    response_model_by_alias=True,
+)
+async def api_check(
+    request: Request,
+    ip: Annotated[str, Query(max_length=100, description="The client's IPv4 or IPv6 address.")],
+    helo: Annotated[str | None, Query(max_length=255, description="The HELO/EHLO name it announces.")] = None,
+    sender: Annotated[
+        str | None, Query(max_length=320, description="The MAIL FROM address; '<>' for a bounce.")
+    ] = None,
+) -> dict[str, Any]:
+    """The chain IP → PTR → A/AAAA → HELO → sender domain, each check's result, what each profile
+    would answer, and the fix steps: the same object as `rdnsgate check --json` (docs/check-json.md)."""
+    site = site_of(request)
+    report = await site.run_check(request, ip, helo, sender, "api")
+    return report_dict(report, {name: decide(report, profile) for name, profile in BUILTIN.items()})
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz(request: Request) -> JSONResponse:
+    site = site_of(request)
+    try:
+        await asyncio.wait_for(site.store.admin_count(), 5)
+    except Exception as exc:
+        return JSONResponse({"status": "unavailable", "detail": f"store: {type(exc).__name__}"}, 503)
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    site = site_of(request)
+    entries = await site.store.fleet_list()
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.state] = counts.get(entry.state, 0) + 1
+    METRICS.fleet_states = counts
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
