@@ -109,15 +109,7 @@ class FleetStore:
             updated = await connection.execute(
                 fleet.update()
                 .where(fleet.c.id == entry.id)
-                .values(
-                    state=entry.state,
-                    since=_utc(entry.since),
-                    last_good=entry.last_good,
-                    candidate=entry.candidate,
-                    candidate_count=entry.candidate_count,
-                    last_checked=_utc(at),
-                    last_chain=entry.last_chain,
-                )
+                .values(**_tracker_values(entry), last_checked=_utc(at), last_chain=entry.last_chain)
             )
             if not updated.rowcount:  # removed while it was being checked
                 return
@@ -141,17 +133,7 @@ class FleetStore:
     async def fleet_save_state(self, entry: FleetEntry) -> None:
         """Store `entry`'s state, since, last good chain and pending change (an admin's acceptance)."""
         async with self.engine.begin() as connection:
-            await connection.execute(
-                fleet.update()
-                .where(fleet.c.ip == entry.ip)
-                .values(
-                    state=entry.state,
-                    since=_utc(entry.since),
-                    last_good=entry.last_good,
-                    candidate=entry.candidate,
-                    candidate_count=entry.candidate_count,
-                )
-            )
+            await connection.execute(fleet.update().where(fleet.c.ip == entry.ip).values(**_tracker_values(entry)))
 
     async def fleet_get(self, ip: str) -> FleetEntry | None:
         async with self.engine.connect() as connection:
@@ -208,6 +190,17 @@ class FleetStore:
         for row in rows:
             row["at"] = _utc(row["at"])
         return rows
+
+
+def _tracker_values(entry: FleetEntry) -> dict[str, Any]:
+    """The monitor's state of `entry` as column values."""
+    return {
+        "state": entry.state,
+        "since": _utc(entry.since),
+        "last_good": entry.last_good,
+        "candidate": entry.candidate,
+        "candidate_count": entry.candidate_count,
+    }
 
 
 def _fleet_entry(row: dict[str, Any]) -> FleetEntry:
