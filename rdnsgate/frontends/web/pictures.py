@@ -12,10 +12,10 @@ from typing import Any
 
 from rdnsgate.model import Lookup, Report, Result, Status
 
-BOX_W = 210
+BOX_W = 270  # 30 characters of 14 px monospace
 ROW_H = 62
 BOX_H = 46
-COLUMNS = (10, 300, 590)
+COLUMNS = (10, 340, 670)
 MAX_TEXT = 30
 KIND = {
     Result.PASS: "pass",
@@ -135,7 +135,7 @@ def chain_picture(report: Report) -> Picture:
         )
         answers = [lookup for lookup in report.helo.lookups if lookup.qtype in ("A", "AAAA")]
         found = [address for lookup in answers if lookup.status is Status.ANSWER for address in lookup.records]
-        text = ", ".join(found) if found else (_status_words(answers[0]) if answers else report.helo.detail)
+        text = ", ".join(found) if found else (_status_words(answers[0]) if answers else "not looked up")
         address_box = Box(COLUMNS[2], y, "A/AAAA", short(text), text, helo_kind, f"alignment: {align.result.value}")
         boxes.append(address_box)
         links.append(_link(helo_box, address_box, helo_kind, "A/AAAA"))
