@@ -92,12 +92,10 @@ class ClientStats:
     dropped: int = 0  # datagrams that matched no query, or were not DNS
     peak_inflight: int = 0
     rcodes: dict[int, int] = field(default_factory=dict)
-    questions: int = 0  # questions answered or given up, each with its latency below
-    latency_sum: float = 0.0
+    latency_sum: float = 0.0  # seconds over all questions answered or given up; counts per bucket below
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
 
     def observe(self, seconds: float) -> None:
-        self.questions += 1
         self.latency_sum += seconds
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 

@@ -18,6 +18,12 @@ from rdnsgate.monitor.states import Alert, Chain, FleetState, Observation, Track
 from rdnsgate.policy.evaluate import Engine
 
 
+class FleetStates(Protocol):
+    async def fleet_get(self, ip: str) -> FleetEntry | None: ...
+
+    async def fleet_save_state(self, entry: FleetEntry) -> None: ...
+
+
 class FleetSink(Protocol):
     async def fleet_record(
         self, entry: FleetEntry, at: datetime, seen: str, detail: str, alert: tuple[str, str] | None
@@ -68,6 +74,19 @@ def accept_current(entry: FleetEntry, at: datetime) -> FleetEntry:
         candidate=None,
         candidate_count=0,
     )
+
+
+async def accept_server(store: FleetStates, ip: str, at: datetime) -> FleetEntry:
+    """Accept the current chain of the watched server `ip` and store it (`accept_current`).
+
+    Raises LookupError when `ip` is not watched, ValueError when it is not in drift.
+    """
+    entry = await store.fleet_get(ip)
+    if entry is None:
+        raise LookupError(f"{ip} is not watched")
+    accepted = accept_current(entry, at)
+    await store.fleet_save_state(accepted)
+    return accepted
 
 
 def with_tracker(

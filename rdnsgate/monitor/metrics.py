@@ -124,6 +124,9 @@ class Metrics(Collector):
         checks = CounterMetricFamily("rdnsgate_fleet_checks", "Fleet checks run by the monitor")
         checks.add_metric([], sum(m.checks for m in self.monitors))
         yield checks
+        errors = CounterMetricFamily("rdnsgate_fleet_check_errors", "Fleet checks or rounds that failed (logged)")
+        errors.add_metric([], sum(m.errors for m in self.monitors))
+        yield errors
         alerts = CounterMetricFamily("rdnsgate_fleet_alerts", "Fleet state changes alerted", labels=["delivery"])
         alerts.add_metric(["raised"], sum(m.alerts for m in self.monitors))
         alerts.add_metric(["webhook_sent"], sum(m.alerter.sent for m in self.monitors))

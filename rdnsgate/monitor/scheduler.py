@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -58,7 +57,6 @@ class Monitor:
         self.public_url = public_url
         self.rng = rng or random.Random()
         self.due: dict[str, float] = {}  # ip -> loop time of its next check
-        self.states: Counter[str] = Counter()  # servers per state, after the last round
         self.checks = 0
         self.errors = 0
         self.alerts = 0
@@ -88,7 +86,6 @@ class Monitor:
             if entry.ip not in self.due:
                 self.due[entry.ip] = self._first_due(entry, now)
         due = [entry for entry in entries if self.due[entry.ip] <= now]
-        self.states = Counter(entry.state for entry in entries)
         if due:
             gate = asyncio.Semaphore(self.settings.concurrency)
 
@@ -118,9 +115,6 @@ class Monitor:
             log.exception("checking %s failed", entry.ip)
             return False
         self.checks += 1
-        if updated.state != entry.state:
-            self.states[entry.state] -= 1
-            self.states[updated.state] += 1
         if alert is not None:
             self.alerts += 1
             self.alerter.send(alert_body(updated, alert, self.public_url))

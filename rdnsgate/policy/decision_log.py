@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from rdnsgate.checks.names import parse_ip
+from rdnsgate.config import parse_moment
+from rdnsgate.errors import UsageError
 from rdnsgate.model import DecisionRecord, Report
 from rdnsgate.policy.decide import Decision
 from rdnsgate.policy.headers import printable
@@ -188,3 +191,25 @@ def explain(record: DecisionRecord) -> Explanation:
         if item["result"] not in ("pass", "none")
     )
     return Explanation(who, what, outcome, verdict, why)
+
+
+def search_terms(
+    ip: str | None, sender: str | None, helo: str | None, since: str | None, until: str | None, now: datetime
+) -> dict[str, Any]:
+    """A decision-log search as typed by a person (CLI or web) -> the arguments of `decisions_find`.
+
+    Empty fields search nothing; times are "2h", "7d" ago or ISO times.  Raises UsageError.
+    """
+    client = None
+    if ip and ip.strip():
+        try:
+            client = str(parse_ip(ip.strip()))
+        except ValueError:
+            raise UsageError(f"{ip!r} is not an IP address") from None
+    return {
+        "ip": client,
+        "sender": sender.strip() or None if sender else None,
+        "helo": helo.strip() or None if helo else None,
+        "since": parse_moment(since, now, ago=True) if since and since.strip() else None,
+        "until": parse_moment(until, now, ago=True) if until and until.strip() else None,
+    }

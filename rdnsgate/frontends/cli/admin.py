@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rdnsgate.config import Settings, describe, load_settings, parse_moment
+from rdnsgate.config import Settings, describe, load_settings
 from rdnsgate.errors import RdnsgateError, UsageError
 from rdnsgate.frontends.cli.runtime import run_loop, usage_error
 from rdnsgate.model import WhitelistEntry
-from rdnsgate.policy.decision_log import explain, record_dict
+from rdnsgate.policy.decision_log import explain, record_dict, search_terms
 from rdnsgate.policy.whitelist import parse_expiry, parse_target
 from rdnsgate.storage import SqlStore, open_store
 
@@ -384,24 +384,10 @@ def decisions(
     """Why was my mail refused? Search the decision log."""
     try:
         settings = settings_from(config)
-        now = datetime.now(UTC)
-        client = None
-        if ip is not None:
-            from rdnsgate.checks.names import parse_ip
-
-            try:
-                client = str(parse_ip(ip))
-            except ValueError:
-                raise UsageError(f"{ip!r} is not an IP address") from None
-        window = (
-            parse_moment(since, now, ago=True) if since else None,
-            parse_moment(until, now, ago=True) if until else None,
-        )
+        terms = search_terms(ip, sender, helo, since, until, datetime.now(UTC))
 
         async def work(store: SqlStore) -> list[Any]:
-            return await store.decisions_find(
-                ip=client, sender=sender, helo=helo, since=window[0], until=window[1], limit=limit
-            )
+            return await store.decisions_find(**terms, limit=limit)
 
         found = with_store(settings, work)
     except RdnsgateError as exc:
@@ -509,25 +495,19 @@ def fleet_accept(
     config: ConfigOpt = None,
 ) -> None:
     """Accept a drifted server's current chain (a planned PTR rename, say) as its good one: it is ok again."""
-    from rdnsgate.monitor.fleet import accept_current
+    from rdnsgate.monitor.fleet import accept_server
 
     try:
         settings = settings_from(config)
 
         async def work(store: SqlStore) -> Any:
-            entry = await store.fleet_get(ip)
-            if entry is None:
-                raise UsageError(f"{ip} is not watched")
-            try:
-                accepted = accept_current(entry, datetime.now(UTC))
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-            await store.fleet_save_state(accepted)
-            return accepted
+            return await accept_server(store, ip, datetime.now(UTC))
 
         accepted = with_store(settings, work)
     except RdnsgateError as exc:
         raise usage_error(str(exc)) from None
+    except (LookupError, ValueError) as exc:
+        raise usage_error(str(exc.args[0])) from None
     names = ", ".join((accepted.last_good or {}).get("ptr_names") or []) or "no PTR name"
     typer.echo(f"{ip}: accepted {names} as the good chain; state {accepted.state}")
 

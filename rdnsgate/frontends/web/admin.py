@@ -7,7 +7,6 @@ with the admin's name.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,14 +17,13 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.config import parse_moment
 from rdnsgate.errors import UsageError
 from rdnsgate.frontends.web.auth import fingerprint, verify_password
 from rdnsgate.frontends.web.pictures import chain_changes, timeline
 from rdnsgate.frontends.web.site import Refused, local_path, site_of
 from rdnsgate.model import FleetEntry, WhitelistEntry
-from rdnsgate.monitor.fleet import accept_current
-from rdnsgate.policy.decision_log import explain
+from rdnsgate.monitor.fleet import accept_server
+from rdnsgate.policy.decision_log import explain, search_terms
 from rdnsgate.policy.whitelist import parse_expiry, parse_target
 
 log = logging.getLogger("rdnsgate.web")
@@ -115,14 +113,12 @@ async def servers_accept(request: Request, ip: str, csrf: Annotated[str | None, 
     site = site_of(request)
     user = await site.require_admin(request)
     await site.require_csrf(request, csrf)
-    entry = await site.store.fleet_get(ip)
-    if entry is None:
-        raise Refused(404, f"{ip} is not watched.")
     try:
-        accepted = accept_current(entry, datetime.now(UTC))
+        accepted = await accept_server(site.store, ip, datetime.now(UTC))
+    except LookupError:
+        raise Refused(404, f"{ip} is not watched.") from None
     except ValueError as exc:
         raise Refused(400, str(exc)) from None
-    await site.store.fleet_save_state(accepted)
     log.info("%s accepted the chain of %s as good: %s", user, ip, accepted.last_good)
     return RedirectResponse(f"/servers/{quote(ip, safe='')}", status_code=303)
 
@@ -216,23 +212,10 @@ async def decisions(
     site = site_of(request)
     await site.require_admin(request)
     form = {"ip": ip, "sender": sender, "helo": helo, "since": since, "until": until}
-    now = datetime.now(UTC)
     try:
-        client = None
-        if ip.strip():
-            try:
-                client = str(ipaddress.ip_address(ip.strip()))
-            except ValueError:
-                raise UsageError(f"{ip!r} is not an IP address") from None
-        found = await site.store.decisions_find(
-            ip=client,
-            sender=sender.strip() or None,
-            helo=helo.strip() or None,
-            since=parse_moment(since, now, ago=True) if since.strip() else None,
-            until=parse_moment(until, now, ago=True) if until.strip() else None,
-            limit=200,
-        )
+        terms = search_terms(ip, sender, helo, since, until, datetime.now(UTC))
     except UsageError as exc:
         return site.page(request, "decisions.html", 400, form=form, rows=[], error=str(exc))
+    found = await site.store.decisions_find(**terms, limit=200)
     rows = [(record, explain(record)) for record in found]
     return site.page(request, "decisions.html", form=form, rows=rows, error=None)

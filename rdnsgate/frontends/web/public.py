@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -106,9 +107,5 @@ async def healthz(request: Request) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     site = site_of(request)
-    entries = await site.store.fleet_list()
-    counts: dict[str, int] = {}
-    for entry in entries:
-        counts[entry.state] = counts.get(entry.state, 0) + 1
-    METRICS.fleet_states = counts
+    METRICS.fleet_states = dict(Counter(entry.state for entry in await site.store.fleet_list()))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
