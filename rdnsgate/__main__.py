@@ -1,5 +1,5 @@
 """``python -m rdnsgate``: the same as the ``rdnsgate`` command."""
 
-from rdnsgate.frontends.cli import main
+from rdnsgate.main import main
 
 main()

@@ -8,7 +8,7 @@ temporary error with its cause.  Nothing in this module performs I/O.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -147,17 +147,11 @@ class Report:
     sender_address: str | None
     sender_domain: str | None
     sender: CheckResult
-    checks: tuple[CheckResult, ...] = field(default=())
 
-    def __post_init__(self) -> None:
-        if not self.checks:
-            object.__setattr__(self, "checks", (self.iprev.result, self.helo, self.helo_align, self.sender))
-
-    def result_of(self, check: Check) -> CheckResult:
-        for item in self.checks:
-            if item.check is check:
-                return item
-        raise KeyError(check)
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        """Every check's result, in Postfix's restriction order (derived, never stored)."""
+        return (self.iprev.result, self.helo, self.helo_align, self.sender)
 
 
 @dataclass(frozen=True, slots=True)

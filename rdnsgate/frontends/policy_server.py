@@ -22,30 +22,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import parse_listen
-from rdnsgate.model import Check, Lookup, Report
-from rdnsgate.policy.decide import Decision, decide
-from rdnsgate.policy.decision_log import DecisionLog, make_record
+from rdnsgate.model import WhitelistEntry
+from rdnsgate.monitor.metrics import METRICS
+from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
-from rdnsgate.policy.profiles import Action, Profile, Stage, switched_off
-from rdnsgate.policy.whitelist import match
+from rdnsgate.policy.profiles import Action, Stage
+from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder
+from rdnsgate.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-REPORT_TTL = 60.0  # seconds a report may serve later sessions, at most
 MAX_LINE = 512
 MAX_ATTRIBUTES = 100
 MAX_REQUEST = 16 * 1024
 STAGE_OF_STATE = {"EHLO": Stage.HELO, "HELO": Stage.HELO, "MAIL": Stage.MAIL, "RCPT": Stage.RCPT}
-ORDER = {Stage.HELO: 0, Stage.MAIL: 1, Stage.RCPT: 2}
 
 
 class ProtocolError(Exception):
@@ -103,178 +99,86 @@ class RequestParser:
             raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
 
 
-def fresh_for(lookup: Lookup) -> float:
-    """How long the answer behind `lookup` stays valid: its TTL, or its negative TTL."""
-    return float(lookup.negative_ttl if lookup.negative_ttl is not None else lookup.ttl)
-
-
 def reply(action: str) -> bytes:
     return f"action={action}\n\n".encode("utf-8", "replace")
 
 
 @dataclass
-class Evaluation:
-    report: Report
-    decision: Decision
-    whitelist: list[Any]  # the whitelist the decision was taken with (reloading replaces the list)
+class Instance:
+    """One Postfix session (``instance``): its policy session, and the message that got its header."""
 
-
-@dataclass
-class SessionCache:
-    """What one Postfix session (``instance``) has been told, and its evaluations."""
-
-    evaluations: dict[tuple[str, str], Evaluation] = field(default_factory=dict)
-    tagged: bool = False
-    logged: set[str] = field(default_factory=set)
+    session: Session
+    client: str
+    tagged: str | None = None  # the sender of the message that was tagged
 
 
 class PolicyService:
     def __init__(
         self,
         engine: Engine,
-        profile: Profile,
+        policy: Policy,
         decisions: DecisionLog,
         *,
-        authserv_id: str,
-        switched_off: frozenset[Check] = frozenset(),
-        check_url: str | None = None,
-        footer: str | None = None,
         max_instances: int = 10_000,
+        whitelist: WhitelistHolder | None = None,
     ) -> None:
         self.engine = engine
-        self.profile = profile
+        self.policy = policy
         self.decisions = decisions
-        self.authserv_id = authserv_id
-        self.switched_off = switched_off
-        self.check_url = check_url
-        self.footer = footer
-        self.whitelist: list[Any] = []
-        self.store: Any = None
-        self.sessions: OrderedDict[str, SessionCache] = OrderedDict()
+        self.whitelist: list[WhitelistEntry] = []  # used when no holder is given
+        self.holder: WhitelistHolder = whitelist or self
+        self.instances: OrderedDict[str, Instance] = OrderedDict()
         self.max_instances = max_instances
+        self.recent = RecentReports(max_instances)
         self.requests = 0
-        self.evaluations = 0
-        # Reports shared across sessions of the same client, HELO and sender, while every DNS
-        # answer behind them is still fresh (never longer than REPORT_TTL).
-        self.recent: OrderedDict[tuple[str, str, str], tuple[float, Report]] = OrderedDict()
 
-    def _session(self, instance: str) -> SessionCache:
-        cache = self.sessions.get(instance)
-        if cache is None:
-            cache = self.sessions[instance] = SessionCache()
-            while len(self.sessions) > self.max_instances:
-                self.sessions.popitem(last=False)
-        else:
-            self.sessions.move_to_end(instance)
-        return cache
-
-    async def _evaluate(self, request: dict[str, str], cache: SessionCache) -> Evaluation:
-        """The session's report and decision for this HELO and sender, computed once."""
-        helo = request.get("helo_name") or None
-        sender = request.get("sender", "")
-        key = (helo or "", sender)
-        known = cache.evaluations.get(key)
-        if known is not None and known.whitelist is self.whitelist:
-            return known
-        if known is not None:
-            report = known.report
-        elif (recent := self._recent(request, key)) is not None:
-            report = recent
-        else:
-            try:
-                ip = parse_ip(request.get("client_address", ""))
-            except ValueError:
-                raise ProtocolError(
-                    f"client_address {request.get('client_address', '')[:60]!r} is no IP address"
-                ) from None
-            self.evaluations += 1
-            report = await self.engine.report(ip, helo, f"<{sender}>" if "sender" in request else None)
-            report = self._switch_off(report)
-            self._remember(request, key, report)
-        whitelist = self.whitelist
-        entry = match(whitelist, report.ip, report.sender_domain, datetime.now(UTC))
-        decision = decide(
-            report,
-            self.profile,
-            whitelisted=entry.describe() if entry else None,
-            authserv_id=self.authserv_id,
-            check_url=self.check_url,
-            footer=self.footer,
-        )
-        evaluation = cache.evaluations[key] = Evaluation(report, decision, whitelist)
-        return evaluation
-
-    def _recent(self, request: dict[str, str], key: tuple[str, str]) -> Report | None:
-        recent_key = (request.get("client_address", ""), *key)
-        found = self.recent.get(recent_key)
-        if found is None:
-            return None
-        expires, report = found
-        if expires <= time.monotonic():
-            del self.recent[recent_key]
-            return None
-        return report
-
-    def _remember(self, request: dict[str, str], key: tuple[str, str], report: Report) -> None:
-        if any(item.temporary for item in report.checks):
-            return  # a temporary error is asked again next time
-        ttl = min([REPORT_TTL, *(fresh_for(lookup) for item in report.checks for lookup in item.lookups)])
-        if ttl <= 0:
-            return
-        self.recent[(request.get("client_address", ""), *key)] = (time.monotonic() + ttl, report)
-        while len(self.recent) > self.max_instances:
-            self.recent.popitem(last=False)
-
-    def _switch_off(self, report: Report) -> Report:
-        if not self.switched_off:
-            return report
-        checks = tuple(switched_off(item.check) if item.check in self.switched_off else item for item in report.checks)
-        return Report(
-            report.ip,
-            report.iprev,
-            report.helo_name,
-            checks[1],
-            checks[2],
-            report.sender_address,
-            report.sender_domain,
-            checks[3],
-            checks,
-        )
+    def _instance(self, request: dict[str, str]) -> Instance:
+        name = request.get("instance", "")
+        client = request.get("client_address", "")
+        found = self.instances.get(name)
+        if found is not None and found.client == client:
+            self.instances.move_to_end(name)
+            return found
+        try:
+            ip = parse_ip(client)
+        except ValueError:
+            raise ProtocolError(f"client_address {client[:60]!r} is no IP address") from None
+        if found is not None:
+            found.session.close()
+        session = Session(self.policy, self.engine, self.holder, self.decisions, id=name, recent=self.recent)
+        session.begin(ip)
+        found = self.instances[name] = Instance(session, client)
+        while len(self.instances) > self.max_instances:
+            _name, old = self.instances.popitem(last=False)
+            old.session.close()
+        return found
 
     async def answer(self, request: dict[str, str]) -> str:
         """The action for one request (without "action=")."""
         self.requests += 1
         state = request.get("protocol_state", "RCPT").upper()
-        instance = request.get("instance", "")
-        cache = self._session(instance)
         if state in ("CONNECT", "UNKNOWN") or "client_address" not in request:
             return "DUNNO"
-        evaluation = await self._evaluate(request, cache)
-        report, decision = evaluation.report, evaluation.decision
-        stage = STAGE_OF_STATE.get(state, Stage.RCPT)
+        instance = self._instance(request)
+        session = instance.session
+        sender = f"<{request['sender']}>" if "sender" in request else None
+        await session.evaluate(request.get("helo_name") or None, sender)
+        report, decision, refuse = await session.answer(STAGE_OF_STATE.get(state, Stage.RCPT))
         recipient = request.get("recipient", "")
-        if decision.refused and decision.stage is not None and ORDER[decision.stage] <= ORDER[stage]:
-            self._log(report, decision, request, cache, recipient)
+        recipients = [recipient] if recipient else []
+        if refuse:
+            session.record(report, decision, recipients)
             assert decision.reply is not None
             if decision.action is Action.TEMPFAIL:
                 return f"DEFER_IF_PERMIT {decision.reply.enhanced} {decision.reply.text}"
             return str(decision.reply)
         if state in ("RCPT", "DATA", "END-OF-MESSAGE"):
-            self._log(report, decision, request, cache, recipient)
-            if decision.action is Action.TAG and not cache.tagged:
-                cache.tagged = True
+            session.record(report, decision, recipients)
+            if decision.action is Action.TAG and instance.tagged != session.sender_given:
+                instance.tagged = session.sender_given
                 name, value = decision.headers[0]
                 return f"PREPEND {name}: {value}"
         return "DUNNO"
-
-    def _log(self, report: Report, decision: Decision, request: dict[str, str], cache: SessionCache, rcpt: str) -> None:
-        key = f"{decision.action.value}:{request.get('sender', '')}"
-        if key in cache.logged and not decision.refused:
-            return  # one record per message accepted, one per refusal
-        cache.logged.add(key)
-        self.decisions.record(
-            make_record(report, decision, session=request.get("instance", ""), recipients=[rcpt] if rcpt else [])
-        )
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or "unix socket"
@@ -309,3 +213,44 @@ async def serve_policy(service: PolicyService, listen: list[str]) -> list[asynci
             servers.append(await asyncio.start_server(service.handle, host=host, port=port, reuse_address=True))
         log.info("policy service listening on %s", item)
     return servers
+
+
+class PolicyRunner:
+    """The policy service as a service of the runtime."""
+
+    name = "policy"
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings.policy
+        self.runtime = runtime
+        for item in settings.listen:
+            if not item.startswith("unix:"):
+                parse_listen(item, "policy.listen")
+        self.service = PolicyService(
+            runtime.engine,
+            Policy.from_settings(settings, "policy", runtime.hostname),
+            runtime.decisions,
+            max_instances=settings.max_instances,
+            whitelist=runtime,
+        )
+        self.servers: list[asyncio.base_events.Server] = []
+        self._untrack: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        settings = self.runtime.settings.policy
+        await self.runtime.load_whitelist()
+        self.runtime.refresh_whitelist(settings.whitelist_refresh)
+        self._untrack = METRICS.track(policy_services=self.service)
+        self.servers = await serve_policy(self.service, list(settings.listen))
+        log.info("rdnsgate policy service ready: profile %s", self.service.policy.profile.name)
+
+    async def finished(self) -> None:
+        await asyncio.Event().wait()  # the service never ends on its own
+
+    async def drain(self, deadline: float) -> None:
+        for server in self.servers:
+            server.close()
+
+    async def stop(self) -> None:
+        if self._untrack is not None:
+            self._untrack()

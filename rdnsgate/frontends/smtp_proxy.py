@@ -19,7 +19,7 @@ import re
 import secrets
 import ssl
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -28,22 +28,22 @@ from typing import Any, cast
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.checks.sender import parse_reverse_path
-from rdnsgate.config import GatewaySettings
-from rdnsgate.frontends.relay import Answer, Destination, Transaction
-from rdnsgate.model import Check, CheckResult, IPAddress, IprevReport, Lookup, Report, Result, Status, WhitelistEntry
-from rdnsgate.policy.decide import Decision, decide
-from rdnsgate.policy.decision_log import DecisionLog, make_record
+from rdnsgate.config import GatewaySettings, parse_listen
+from rdnsgate.errors import ConfigError
+from rdnsgate.frontends.relay import Answer, Destination, Transaction, destination_for
+from rdnsgate.model import IPAddress, Report, WhitelistEntry
+from rdnsgate.monitor.metrics import METRICS
+from rdnsgate.policy.decide import Decision
+from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.headers import authentication_results, printable
-from rdnsgate.policy.profiles import Profile, Stage, switched_off
-from rdnsgate.policy.whitelist import match
+from rdnsgate.policy.session import Policy, WhitelistHolder
+from rdnsgate.policy.session import Session as PolicySession
+from rdnsgate.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-SEVERITY = {Result.PASS: 0, Result.NONE: 0, Result.TEMPERROR: 1, Result.FAIL: 2, Result.PERMERROR: 3}
 INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
-NOT_CHECKED = CheckResult(Check.SENDER, Result.NONE, "not-given", "no MAIL FROM yet")
 _DISPATCH_NAMES: dict[type, list[str]] = {}
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
@@ -52,27 +52,19 @@ _PLAIN_PATH = re.compile(
 )
 
 
-def _worse(old: CheckResult | None, new: CheckResult) -> CheckResult:
-    return new if old is None or SEVERITY[new.result] >= SEVERITY[old.result] else old
-
-
 @dataclass
 class SessionState:
-    """What the gateway knows about one SMTP session."""
+    """What the gateway knows about one SMTP connection beyond the policy session."""
 
-    id: str
+    session: PolicySession
     client_ip: IPAddress
-    iprev_task: asyncio.Task[IprevReport] | None = None
-    helo_name: str | None = None
-    helo: CheckResult | None = None
-    align: CheckResult | None = None
-    sender_address: str | None = None
-    sender_domain: str | None = None
-    sender: CheckResult = NOT_CHECKED
-    whitelisted: WhitelistEntry | None = None
     awaiting_xclient: bool = False  # a trusted proxy has not yet said who the client is
     transaction: Transaction | None = None
     accepted: tuple[Report, Decision] | None = None  # the decision that let this transaction's recipients in
+
+    @property
+    def id(self) -> str:
+        return self.session.id
 
 
 class Gateway:
@@ -82,27 +74,26 @@ class Gateway:
         self,
         settings: GatewaySettings,
         engine: Engine,
-        profile: Profile,
+        policy: Policy,
         destination: Destination,
         decisions: DecisionLog,
         *,
         hostname: str,
-        switched_off: frozenset[Check] = frozenset(),
         tls_context: ssl.SSLContext | None = None,
+        whitelist: WhitelistHolder | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.profile = profile
+        self.policy = policy
         self.destination = destination
         self.decisions = decisions
         self.hostname = hostname
-        self.authserv_id = settings.authserv_id or hostname
-        self.switched_off = switched_off
+        self.authserv_id = policy.authserv_id
         self.tls_context = tls_context
         self.relay_domains = frozenset(item.lower().rstrip(".") for item in settings.relay_domains)
         self.trusted = tuple(ipaddress.ip_network(item, strict=False) for item in settings.trusted_proxies)
-        self.whitelist: list[WhitelistEntry] = []
-        self.store: Any = None  # where the whitelist is reloaded from
+        self.whitelist: list[WhitelistEntry] = []  # used when no holder is given
+        self.holder: WhitelistHolder = whitelist or self
         self.sessions = 0
         self.per_ip: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -115,50 +106,16 @@ class Gateway:
     def protocol(self) -> GatewaySMTP:
         return GatewaySMTP(self, self.hooks)
 
-    def whitelisted(self, state: SessionState) -> WhitelistEntry | None:
-        return match(self.whitelist, state.client_ip, state.sender_domain, datetime.now(UTC))
-
-    def start_iprev(self, state: SessionState) -> None:
-        if Check.IPREV in self.switched_off:
-            return
-        state.iprev_task = asyncio.get_running_loop().create_task(self.engine.iprev(state.client_ip))
-
-    async def iprev(self, state: SessionState) -> IprevReport:
-        if state.iprev_task is None:
-            return IprevReport(state.client_ip, switched_off(Check.IPREV), Lookup("", "PTR", Status.NODATA))
-        return await asyncio.shield(state.iprev_task)
-
-    async def report(self, state: SessionState) -> Report:
-        iprev = await self.iprev(state)
-        helo = state.helo or CheckResult(Check.HELO, Result.NONE, "not-given", "no HELO yet")
-        align = state.align or CheckResult(Check.HELO_ALIGN, Result.NONE, "not-checked", "no HELO yet")
-        return Report(
-            ip=state.client_ip,
-            iprev=iprev,
-            helo_name=state.helo_name,
-            helo=helo,
-            helo_align=align,
-            sender_address=state.sender_address,
-            sender_domain=state.sender_domain,
-            sender=state.sender,
+    def new_state(self, client_ip: IPAddress, session_id: str | None = None, *, begin: bool = True) -> SessionState:
+        session = PolicySession(
+            self.policy, self.engine, self.holder, self.decisions, id=session_id or secrets.token_hex(6)
         )
+        if begin:
+            session.begin(client_ip)
+        return SessionState(session, client_ip)
 
-    def decide(self, report: Report, state: SessionState) -> Decision:
-        entry = state.whitelisted
-        return decide(
-            report,
-            self.profile,
-            whitelisted=entry.describe() if entry else None,
-            authserv_id=self.authserv_id,
-            check_url=self.settings.check_url or None,
-            footer=self.settings.reject_footer or None,
-        )
-
-    def log(self, state: SessionState, report: Report, decision: Decision, recipients: Iterable[str] = ()) -> None:
+    def count(self, decision: Decision) -> None:
         self.stats[f"decision_{decision.action.value}"] += 1
-        self.decisions.record(
-            make_record(report, decision, session=state.id, recipients=list(recipients), node=self.hostname)
-        )
 
 
 class GatewaySMTP(SMTP):
@@ -235,13 +192,12 @@ class GatewaySMTP(SMTP):
         self.counted_ip = key
         gateway.stats["sessions"] += 1
         assert peer_ip is not None
-        self.state = SessionState(id=secrets.token_hex(6), client_ip=peer_ip)
         if self._proxy_timeout is not None and not gateway.is_trusted(peer_ip):
             self._proxy_timeout = None  # a PROXY header is believed only from a trusted proxy
-        if self._proxy_timeout is None and gateway.is_trusted(peer_ip):
-            self.state.awaiting_xclient = True  # judge the client XCLIENT names, not the proxy
-        elif self._proxy_timeout is None:
-            gateway.start_iprev(self.state)
+        # From a trusted proxy, judge the client its PROXY header or XCLIENT names, not the proxy.
+        waiting = gateway.is_trusted(peer_ip)
+        self.state = gateway.new_state(peer_ip, begin=not waiting and self._proxy_timeout is None)
+        self.state.awaiting_xclient = waiting and self._proxy_timeout is None
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -255,8 +211,7 @@ class GatewaySMTP(SMTP):
         self.counted_ip = None
         state = self.state
         if state is not None:
-            if state.iprev_task is not None and not state.iprev_task.done():
-                state.iprev_task.cancel()
+            state.session.close()
             if state.transaction is not None:
                 transaction, state.transaction = state.transaction, None
                 asyncio.get_running_loop().create_task(transaction.abort())
@@ -287,10 +242,8 @@ class GatewaySMTP(SMTP):
         if address is None:
             await self.push("501 5.5.4 XCLIENT needs ADDR=")
             return
-        if state.iprev_task is not None:
-            state.iprev_task.cancel()
-        self.state = SessionState(id=state.id, client_ip=address)
-        self.gateway.start_iprev(self.state)
+        state.session.close()
+        self.state = self.gateway.new_state(address, state.id)
         self.session.host_name = None
         self._set_rset_state()  # type: ignore[no-untyped-call]
         await self.push(f"220 {self.hostname} ESMTP rdnsgate")
@@ -316,33 +269,27 @@ class _Hooks:
             except ValueError:
                 log.warning("session %s: PROXY header with a bad source %r", state.id, source)
                 return False
-        self.gateway.start_iprev(state)
+        state.session.begin(state.client_ip)
         return True
 
     async def _helo(self, server: GatewaySMTP, session: Session, hostname: str) -> str | None:
         """Check the HELO name; None when the session goes on, else the refusal to send."""
-        gateway, state = self.gateway, self._state(server)
+        state = self._state(server)
         name = hostname.strip()
         if state.awaiting_xclient:
             session.host_name = name
             return None
-        if Check.HELO in gateway.switched_off:
-            helo, align = switched_off(Check.HELO), switched_off(Check.HELO_ALIGN)
-        else:
-            helo, align = await gateway.engine.helo(name, state.client_ip, await gateway.iprev(state))
-        state.helo = _worse(state.helo, helo)
-        state.align = _worse(state.align, align)
-        if state.helo is helo:
-            state.helo_name = name
-        state.whitelisted = gateway.whitelisted(state)
-        report = await gateway.report(state)
-        decision = gateway.decide(report, state)
-        if decision.refused and decision.stage is Stage.HELO and decision.reply is not None:
-            gateway.log(state, report, decision)
-            server.close_after_reply = decision.close
-            return str(decision.reply)
+        refusal = await state.session.helo(name)
+        if refusal is not None:
+            return self._refuse(server, refusal)
         session.host_name = name
         return None
+
+    def _refuse(self, server: GatewaySMTP, decision: Decision) -> str:
+        assert decision.reply is not None
+        self.gateway.count(decision)
+        server.close_after_reply = decision.close
+        return str(decision.reply)
 
     async def handle_HELO(self, server: GatewaySMTP, session: Session, envelope: Envelope, hostname: str) -> str:
         refusal = await self._helo(server, session, hostname)
@@ -362,25 +309,14 @@ class _Hooks:
     async def handle_MAIL(
         self, server: GatewaySMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        gateway, state = self.gateway, self._state(server)
+        state = self._state(server)
         await self._end_transaction(state)
         if state.awaiting_xclient:  # a trusted proxy that sends mail itself is judged itself
             state.awaiting_xclient = False
-            gateway.start_iprev(state)
-        form = parse_reverse_path(address)
-        state.sender_address = form.address
-        state.sender_domain = form.domain or None
-        if Check.SENDER in gateway.switched_off:
-            state.sender = switched_off(Check.SENDER)
-        else:
-            state.sender = await gateway.engine.sender_check(form)
-        state.whitelisted = gateway.whitelisted(state)
-        report = await gateway.report(state)
-        decision = gateway.decide(report, state)
-        if decision.refused and decision.stage in (Stage.HELO, Stage.MAIL) and decision.reply is not None:
-            gateway.log(state, report, decision)
-            server.close_after_reply = decision.close
-            return str(decision.reply)
+            state.session.begin(state.client_ip)
+        refusal = await state.session.mail(address)
+        if refusal is not None:
+            return self._refuse(server, refusal)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -395,12 +331,10 @@ class _Hooks:
             return f"554 5.7.1 <{printable(address, 100)}>: Relay access denied"
         if len(envelope.rcpt_tos) >= gateway.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
-        report = await gateway.report(state)
-        decision = gateway.decide(report, state)
+        decision = await state.session.rcpt(address)
         if decision.refused and decision.reply is not None:
-            gateway.log(state, report, decision, [address])
-            server.close_after_reply = decision.close
-            return str(decision.reply)
+            return self._refuse(server, decision)
+        report = await state.session.report()
         state.accepted = (report, decision)
         if state.transaction is None:
             begun = await gateway.destination.begin(envelope.mail_from or "", list(envelope.mail_options))
@@ -422,7 +356,8 @@ class _Hooks:
         content = envelope.original_content or b""
         message = self._headers(server, session, state, report) + content
         answer = await transaction.data(message)
-        gateway.log(state, report, decision, list(envelope.rcpt_tos))
+        gateway.count(decision)
+        state.session.record(report, decision, list(envelope.rcpt_tos))
         gateway.stats["messages_accepted" if answer.ok else "messages_refused_by_next_hop"] += 1
         return str(answer)
 
@@ -448,7 +383,7 @@ class _Hooks:
 
     def _headers(self, server: GatewaySMTP, session: Session, state: SessionState, report: Report) -> bytes:
         gateway = self.gateway
-        helo = printable(state.helo_name or "unknown", 100).replace("(", "").replace(")", "")
+        helo = printable(state.session.helo_name or "unknown", 100).replace("(", "").replace(")", "")
         ptr = report.iprev.confirmed_name or "unknown"
         protocol = "ESMTP" if session.extended_smtp else "SMTP"
         if session.ssl:
@@ -473,3 +408,72 @@ async def serve(
         )
         log.info("gateway listening on %s", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return servers
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"gateway.tls_cert/tls_key: cannot load {cert} / {key}: {exc}") from None
+    return context
+
+
+class GatewayService:
+    """The gateway as a service of the runtime: listeners, sessions, the next hop."""
+
+    name = "gateway"
+
+    def __init__(self, runtime: Runtime, *, worker: int | None = None) -> None:
+        settings = runtime.settings.gateway
+        self.runtime = runtime
+        self.worker = worker
+        self.listen = [parse_listen(item) for item in settings.listen]  # a bad address fails before anything starts
+        hostname = runtime.hostname
+        destination = destination_for(
+            settings.next_hop, settings.maildir, timeout=settings.next_hop_timeout, helo_name=hostname
+        )
+        self.gateway = Gateway(
+            settings,
+            runtime.engine,
+            Policy.from_settings(settings, "gateway", hostname),
+            destination,
+            runtime.decisions,
+            hostname=hostname,
+            tls_context=tls_context(settings.tls_cert, settings.tls_key),
+            whitelist=runtime,
+        )
+        self.servers: list[asyncio.base_events.Server] = []
+        self._untrack: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        gateway, settings = self.gateway, self.runtime.settings.gateway
+        await self.runtime.load_whitelist()
+        self.runtime.refresh_whitelist(settings.whitelist_refresh)
+        self._untrack = METRICS.track(gateways=gateway)
+        self.servers = await serve(gateway, self.listen, reuse_port=self.worker is not None)
+        log.info(
+            "rdnsgate gateway%s ready: profile %s, next hop %s, relay domains %s",
+            "" if self.worker is None else f" worker {self.worker}",
+            gateway.policy.profile.name,
+            gateway.destination.describe(),
+            ", ".join(sorted(gateway.relay_domains)) or "(none: every recipient is refused)",
+        )
+
+    async def finished(self) -> None:
+        await asyncio.Event().wait()  # the gateway never ends on its own
+
+    async def drain(self, deadline: float) -> None:
+        for server in self.servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        log.info("stopping: no new connections; %d sessions may finish", self.gateway.sessions)
+        while self.gateway.sessions and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        if self._untrack is not None:
+            self._untrack()
+        await self.gateway.destination.close()

@@ -3,19 +3,17 @@
 `AuthorityLookups.lookup(name, qtype)` finds the zone that holds `name` (the
 SOA owner in the resolver's answer), that zone's NS names and their
 addresses (through the normal resolver), then asks those servers directly,
-without a cache.  `iprev_at_source` runs the iprev chain that way: the PTR
-from the reverse zone's servers, each PTR name's A/AAAA from its own zone's.
+without a cache.  It runs no check: `policy.evaluate.Engine.iprev_at_source`
+asks it for the iprev chain's answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from rdnsgate.checks.iprev import evaluate_iprev, forward_type, names_to_examine
-from rdnsgate.checks.names import reverse_pointer
 from rdnsgate.lookups.lookup import Resolver
 from rdnsgate.lookups.transport import DnsClient, Nameserver
-from rdnsgate.model import IPAddress, IprevReport, Lookup, Status
+from rdnsgate.model import Lookup, Status
 
 
 class AuthorityLookups:
@@ -64,11 +62,3 @@ class AuthorityLookups:
             client = DnsClient(list(servers), timeout=self.timeout, tries=self.tries)
             resolver = self._clients[key] = Resolver(client, None, max_cnames=self.resolver.max_cnames)
         return await resolver.lookup(name, qtype)
-
-    async def iprev_at_source(self, ip: IPAddress, max_names: int) -> IprevReport:
-        """The iprev chain of `ip` as the authoritative servers see it, no cache in between."""
-        ptr = await self.lookup(reverse_pointer(ip), "PTR")
-        names = names_to_examine(ptr, max_names)
-        qtype = forward_type(ip)
-        forward = await asyncio.gather(*(self.lookup(name, qtype) for name in names.examined))
-        return evaluate_iprev(ip, ptr, dict(zip(names.examined, forward, strict=True)), max_names)

@@ -146,7 +146,7 @@ async def check_entry(
     report = await engine.report(parse_ip(entry.ip), entry.helo)
     observation = observe(report, entry.helo is not None, at)
     if source is not None and report.iprev.result.result in (Result.FAIL, Result.PERMERROR):
-        at_source = await source.iprev_at_source(report.ip, engine.settings.max_ptr_names)
+        at_source = await engine.iprev_at_source(source, report.ip)
         note = source_note(report.iprev, at_source, at)
         observation = replace(observation, detail=f"{observation.detail}; {note}")
     before = tracker_of(entry)

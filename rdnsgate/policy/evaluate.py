@@ -1,10 +1,11 @@
-"""The one async entry every front end calls: gather lookups, run the checks, decide.
+"""The checks with their lookups: gather what each check asks, concurrently, and run `checks/`.
 
 `Engine.report(ip, helo, sender)` runs the iprev chain (PTR, then A/AAAA of
 every examined name), the HELO lookups and the sender lookups concurrently
-under one deadline, then applies the pure checks.  The gateway calls the
-stages one by one (`iprev` at connect, `helo` at HELO, `sender` at MAIL);
-`evaluate` is report + decision in one call.
+under one deadline, then applies the pure checks (the CLI, the web app and
+the monitor call it).  A mail conversation goes through `policy.session`,
+which calls the stages one by one (`iprev` at connect, HELO, sender at MAIL).
+`iprev_at_source` runs the iprev chain against the zones' own servers.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from rdnsgate.checks.iprev import evaluate_iprev, forward_type, names_to_examine
 from rdnsgate.checks.names import reverse_pointer
 from rdnsgate.checks.sender import SenderForm, evaluate_sender, parse_reverse_path
 from rdnsgate.config import CheckSettings
+from rdnsgate.lookups.authority import AuthorityLookups
 from rdnsgate.lookups.gather import host_lookups, lookup_all, mail_lookups
 from rdnsgate.lookups.lookup import Resolver
 from rdnsgate.model import CheckResult, IPAddress, IprevReport, Lookup, Report
-from rdnsgate.policy.decide import Decision, decide
-from rdnsgate.policy.profiles import Profile
 
 HeloLookups = tuple[Lookup | None, Lookup | None, Lookup | None]
 
@@ -41,13 +41,21 @@ class Engine:
         forward = await lookup_all(self.resolver, names.examined, forward_type(ip), deadline) if names.examined else {}
         return evaluate_iprev(ip, ptr, forward, self.settings.max_ptr_names)
 
+    async def iprev_at_source(self, source: AuthorityLookups, ip: IPAddress) -> IprevReport:
+        """The iprev chain of `ip` as the authoritative servers see it, no cache in between."""
+        ptr = await source.lookup(reverse_pointer(ip), "PTR")
+        names = names_to_examine(ptr, self.settings.max_ptr_names)
+        qtype = forward_type(ip)
+        forward = await asyncio.gather(*(source.lookup(name, qtype) for name in names.examined))
+        return evaluate_iprev(ip, ptr, dict(zip(names.examined, forward, strict=True)), self.settings.max_ptr_names)
+
     async def helo_lookups(self, form: HeloForm, deadline: float | None = None) -> HeloLookups:
         if not form.needs_lookup:
             return None, None, None
         return await host_lookups(self.resolver, form.name, deadline or self._deadline())
 
     async def helo(self, helo: str | None, ip: IPAddress, iprev: IprevReport) -> tuple[CheckResult, CheckResult]:
-        """The HELO check and its alignment with the client, given its iprev report."""
+        """The HELO check and its alignment with the client, given its iprev report (the audit)."""
         form = classify_helo(helo)
         a, aaaa, mx = await self.helo_lookups(form)
         return evaluate_helo(form, a, aaaa, mx), evaluate_alignment(form, ip, iprev, a, aaaa)
@@ -78,11 +86,3 @@ class Engine:
             sender_domain=sender_form.domain or None,
             sender=sender_result,
         )
-
-
-async def evaluate(
-    engine: Engine, profile: Profile, ip: IPAddress, helo: str | None = None, sender: str | None = None
-) -> tuple[Report, Decision]:
-    """Report and decision for one client in one call."""
-    report = await engine.report(ip, helo, sender)
-    return report, decide(report, profile)

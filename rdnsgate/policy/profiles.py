@@ -15,6 +15,7 @@ from enum import StrEnum
 from importlib import resources
 from typing import Any
 
+from rdnsgate.checks.reasons import OFF, reason_problem
 from rdnsgate.errors import ConfigError
 from rdnsgate.model import Check, CheckResult, Result
 
@@ -115,15 +116,6 @@ class Profile:
     def stage_for(self, check: Check) -> Stage:
         return Stage.RCPT if self.when is When.RCPT else EARLIEST_STAGE[check]
 
-    def with_rules(self, overrides: Mapping[str, str], where: str) -> Profile:
-        """A copy with `overrides` ("CHECK RESULT [REASON]" -> rule) applied on top."""
-        rules = dict(self.rules)
-        rules.update(parse_rules(overrides, where))
-        return Profile(self.name, self.description, self.when, self.close_on_reject, self.tag, rules)
-
-
-OFF = "off"
-
 
 def switched_off(check: Check) -> CheckResult:
     """The result of a check an override switched off: none/off, and no lookups made."""
@@ -172,7 +164,11 @@ def parse_rule_key(key: str, where: str) -> tuple[str, str, str]:
         raise ConfigError(f"{where}: rule key {key!r}: unknown check {check!r}")
     if result not in {item.value for item in Result}:
         raise ConfigError(f"{where}: rule key {key!r}: unknown result {result!r}")
-    return check, result, parts[2] if len(parts) == 3 else ""
+    reason = parts[2] if len(parts) == 3 else ""
+    problem = reason_problem(check, result, reason) if reason else None
+    if problem is not None:
+        raise ConfigError(f"{where}: rule key {key!r}: {problem}")
+    return check, result, reason
 
 
 def parse_rules(table: Mapping[str, Any], where: str) -> dict[tuple[str, str, str], Rule]:

@@ -6,19 +6,14 @@ what an admin typed and says which entry, if any, lets a client skip the checks.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import datetime
 
 from rdnsgate.checks.names import is_fqdn, to_ascii_domain
 from rdnsgate.config import parse_moment
 from rdnsgate.errors import UsageError
 from rdnsgate.model import IPAddress, WhitelistEntry
-
-log = logging.getLogger(__name__)
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -73,21 +68,3 @@ def match(
         elif sender_domain is not None and sender_domain == entry.value:
             return entry
     return None
-
-
-class Holder(Protocol):
-    whitelist: list[WhitelistEntry]
-
-
-class WhitelistSource(Protocol):
-    async def whitelist_list(self, now: datetime | None = None) -> list[WhitelistEntry]: ...
-
-
-async def refresh_whitelist(holder: Holder, store: WhitelistSource, interval: float) -> None:
-    """Reload the active entries into `holder.whitelist` every `interval` seconds, for ever."""
-    while True:
-        try:
-            holder.whitelist = await store.whitelist_list(datetime.now(UTC))
-        except Exception:
-            log.exception("could not reload the whitelist; keeping %d entries", len(holder.whitelist))
-        await asyncio.sleep(interval)

@@ -20,6 +20,7 @@ from rdnsgate.lookups import build_resolver
 from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import get_profile
+from rdnsgate.policy.session import Policy
 from tests.harness.faultdns import FaultResponder
 from tests.integration.test_gateway import GOOD
 
@@ -56,7 +57,7 @@ class InProcess:
         self.gateway = Gateway(
             GatewaySettings(relay_domains=("example.net",), command_timeout=5),
             Engine(resolver),
-            get_profile(self.profile),
+            Policy(get_profile(self.profile), authserv_id="gw.example.net"),
             self.destination,
             DecisionLog(None),
             hostname="gw.example.net",

@@ -10,15 +10,17 @@ import pytest
 from rdnsgate.frontends.policy_server import PolicyService, reply
 from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.profiles import get_profile
+from rdnsgate.policy.session import Policy
 
 
 class BrokenEngine:
-    async def report(self, *args: object) -> None:
+    async def iprev(self, *args: object) -> None:
         raise RuntimeError("secret internal detail")
 
 
 async def test_internal_error_disconnects_without_answer(caplog: pytest.LogCaptureFixture) -> None:
-    service = PolicyService(BrokenEngine(), get_profile("postfix"), DecisionLog(None), authserv_id="mx")  # type: ignore[arg-type]
+    policy = Policy(get_profile("postfix"), authserv_id="mx")
+    service = PolicyService(BrokenEngine(), policy, DecisionLog(None))  # type: ignore[arg-type]
     server = await asyncio.start_server(service.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:

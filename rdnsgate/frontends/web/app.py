@@ -1,7 +1,7 @@
 """The web app: the public check page and API, the admin pages, /metrics and /healthz.
 
 `create_app` builds a FastAPI app around an `Engine` and a store that the
-caller owns (daemon.run_web opens and closes them); the routes live in
+caller owns (`WebService` takes both from the runtime); the routes live in
 public.py and admin.py, what they share in site.py.  Pages are rendered on
 the server with Jinja2 (autoescaping on: PTR names and HELO strings from DNS
 are text, never markup); no script runs, and the only CSS is vendored.  Only
@@ -10,7 +10,9 @@ are text, never markup); no script runs, and the only CSS is vendored.  Only
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,11 +23,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from rdnsgate import __version__
-from rdnsgate.config import Settings
+from rdnsgate.config import Settings, parse_listen
+from rdnsgate.errors import ConfigError
 from rdnsgate.frontends.web import admin, public
 from rdnsgate.frontends.web.site import HERE, Redirect, Refused, Site
 from rdnsgate.policy.evaluate import Engine
+from rdnsgate.runtime import Runtime, cancel, wait_until
 from rdnsgate.storage import SqlStore
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "rdnsgate_session"
 # The pages run no script at all; the policy says so, as a second line behind escaping.
@@ -86,8 +92,54 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn's server without its own signal handling: the daemon's stop event ends it."""
+    """uvicorn's server without its own signal handling: the supervisor's drain ends it."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class WebService:
+    """The web app as a service of the runtime: one uvicorn server in the process's event loop."""
+
+    name = "web"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.host, self.port = parse_listen(runtime.settings.web.listen, "web.listen")
+        self.server: EmbeddedServer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings, store = self.runtime.settings, self.runtime.store
+        secret = settings.web.secret_key or await store.secret("session-key")
+        app = create_app(settings, self.runtime.engine, store, secret)
+        config = uvicorn.Config(
+            app, host=self.host, port=self.port, log_config=None, access_log=False, lifespan="off", server_header=False
+        )
+        server = self.server = EmbeddedServer(config)
+        log.info("rdnsgate web app starting on http://%s", settings.web.listen)
+        self.task = asyncio.get_running_loop().create_task(self._serve(server), name="web")
+        while not server.started and not self.task.done():
+            await asyncio.sleep(0.02)
+        if not server.started:
+            raise ConfigError(f"web.listen {settings.web.listen}: cannot listen there (in use, or not this host's)")
+
+    @staticmethod
+    async def _serve(server: EmbeddedServer) -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn's answer to a port it cannot bind
+            await server.serve()
+
+    async def finished(self) -> None:
+        assert self.task is not None
+        await asyncio.shield(self.task)
+
+    async def drain(self, deadline: float) -> None:
+        if self.server is None or self.task is None:
+            return
+        self.server.should_exit = True
+        await wait_until(self.task, deadline)
+
+    async def stop(self) -> None:
+        await cancel(self.task)
+        log.info("web app stopped")

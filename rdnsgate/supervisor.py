@@ -1,0 +1,227 @@
+"""The composition root: one runtime per process, its services started, watched, drained and stopped.
+
+`run_services(settings, names)` opens the runtime (the store is migrated
+once, here), builds each named service on it and starts them in order.  The
+first SIGTERM or SIGINT, or a service that ends on its own, stops them all:
+listeners close, sessions in progress get `DRAIN_SECONDS` to finish, then
+every service and the runtime let go of what they hold (queued decisions are
+written first).  A service that ended on its own makes the exit status
+non-zero.  `run_gateway_processes` forks `gateway.workers` processes that
+share the gateway's ports (SO_REUSEPORT), each with its own runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rdnsgate.config import Settings, parse_listen
+from rdnsgate.errors import RdnsgateError
+from rdnsgate.runtime import Runtime, Service, cancel, wait_until
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 30.0
+SERVICES = ("gateway", "policy", "web", "monitor")
+
+
+class ServiceFailed(RdnsgateError):
+    """A service ended on its own; the others were stopped."""
+
+
+class MonitorService:
+    """The fleet monitor as a service of the runtime."""
+
+    name = "monitor"
+
+    def __init__(self, runtime: Runtime) -> None:
+        from rdnsgate.lookups.authority import AuthorityLookups
+        from rdnsgate.monitor.alerts import Alerter
+        from rdnsgate.monitor.scheduler import Monitor
+
+        settings = runtime.settings
+        ms = settings.monitor
+        self.source = (
+            AuthorityLookups(runtime.resolver, port=ms.authoritative_port, timeout=settings.dns.timeout)
+            if ms.authoritative
+            else None
+        )
+        self.alerter = Alerter(
+            ms.webhook_url, timeout=ms.webhook_timeout, tries=ms.webhook_tries, log_alerts=ms.log_alerts
+        )
+        self.monitor = Monitor(
+            ms, runtime.engine, runtime.store, self.alerter, source=self.source, public_url=settings.web.public_url
+        )
+        self.settings = ms
+        self.stopping = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._untrack: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        from rdnsgate.monitor.metrics import METRICS
+
+        self._untrack = METRICS.track(monitors=self.monitor)
+        self.task = asyncio.get_running_loop().create_task(self.monitor.run(self.stopping), name="monitor")
+        ms = self.settings
+        log.info(
+            "rdnsgate monitor ready: every %.0f s (±%d%%), %d checks to confirm a change, webhook %s",
+            ms.interval,
+            round(ms.jitter * 100),
+            ms.confirmations,
+            ms.webhook_url or "(none)",
+        )
+
+    async def finished(self) -> None:
+        assert self.task is not None
+        await asyncio.shield(self.task)
+
+    async def drain(self, deadline: float) -> None:
+        self.stopping.set()
+        await wait_until(self.task, deadline)
+
+    async def stop(self) -> None:
+        await cancel(self.task)
+        if self._untrack is not None:
+            self._untrack()
+        await self.alerter.close()
+        if self.source is not None:
+            await self.source.close()
+        log.info("monitor stopped")
+
+
+def build(name: str, runtime: Runtime, *, worker: int | None = None) -> Service:
+    """The service called `name` (one of SERVICES) on `runtime`."""
+    if name == "gateway":
+        from rdnsgate.frontends.smtp_proxy import GatewayService
+
+        return GatewayService(runtime, worker=worker)
+    if name == "policy":
+        from rdnsgate.frontends.policy_server import PolicyRunner
+
+        return PolicyRunner(runtime)
+    if name == "web":
+        from rdnsgate.frontends.web import WebService
+
+        return WebService(runtime)
+    if name == "monitor":
+        return MonitorService(runtime)
+    raise ValueError(f"unknown service {name!r} (one of {', '.join(SERVICES)})")
+
+
+def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """`stop`, or a new event, set by the first SIGTERM or SIGINT."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def run_services(
+    settings: Settings,
+    names: Sequence[str],
+    stop: asyncio.Event | None = None,
+    *,
+    worker: int | None = None,
+    migrate: bool = True,
+) -> None:
+    """Serve `names` on one runtime until `stop` is set, a SIGTERM/SIGINT arrives or one of them ends."""
+    if "gateway" in names and len(names) > 1 and settings.gateway.workers != 1:
+        log.warning(
+            "gateway.workers = %d is for `rdnsgate serve gateway`; `rdnsgate serve` runs one gateway process",
+            settings.gateway.workers,
+        )
+    stop = stop_on_signals(stop)
+    loop = asyncio.get_running_loop()
+    runtime = await Runtime.open(settings, migrate=migrate)
+    started: list[Service] = []
+    failed: list[str] = []
+    try:
+        services = [build(name, runtime, worker=worker) for name in names]
+        for service in services:
+            await service.start()
+            started.append(service)
+        watchers: dict[asyncio.Task[Any], Service] = {
+            loop.create_task(service.finished()): service for service in started
+        }
+        stopper: asyncio.Task[Any] = loop.create_task(stop.wait())
+        done, _pending = await asyncio.wait([stopper, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        for service in (watchers[task] for task in done if task in watchers):
+            failed.append(service.name)
+            log.error("the %s stopped on its own; stopping the others", service.name)
+        stopper.cancel()
+        for task in watchers:
+            task.cancel()
+    finally:
+        deadline = loop.time() + DRAIN_SECONDS
+        await asyncio.gather(*(service.drain(deadline) for service in started), return_exceptions=True)
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping the %s failed", service.name)
+        await runtime.close()
+        log.info("stopped")
+    if failed:
+        raise ServiceFailed(f"the {', '.join(failed)} stopped on its own")
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.gateway.workers or max(1, os.cpu_count() or 1)
+
+
+def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> int:
+    """`gateway.workers` processes on the same ports (SO_REUSEPORT); returns the exit status.
+
+    The schema is migrated once here, before the workers fork.  SIGTERM and
+    SIGINT are passed on to every worker, which drains as a single gateway
+    would; when one worker dies, the others are stopped too.
+    """
+    count = worker_count(settings)
+    for item in settings.gateway.listen:
+        parse_listen(item)
+
+    async def migrate() -> None:
+        from rdnsgate.storage import open_store
+
+        store = await open_store(settings.storage.url)
+        await store.close()
+
+    runner(migrate())
+    children: list[int] = []
+    for number in range(count):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            status = 0
+            try:
+                runner(run_services(settings, ["gateway"], worker=number + 1, migrate=False))
+            except BaseException:
+                log.exception("gateway worker %d failed", number + 1)
+                status = 1
+            finally:
+                os._exit(status)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while children:
+        pid, code = os.wait()
+        if pid in children:
+            children.remove(pid)
+            if code != 0 and children:
+                log.error("gateway worker %d exited with %d; stopping the others", pid, code)
+                forward(signal.SIGTERM, None)
+                status = 1
+    return status

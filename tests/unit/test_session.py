@@ -1,0 +1,182 @@
+"""The policy session's own logic, with an engine that answers from a table (no DNS).
+
+What the session does with DNS answers is covered through real knotd in
+tests/integration/test_faces_agree.py; here: what it asks, what it keeps,
+what it records.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rdnsgate.checks.helo import HeloForm
+from rdnsgate.checks.iprev import evaluate_iprev
+from rdnsgate.checks.sender import SenderForm, evaluate_sender
+from rdnsgate.model import (
+    MX,
+    Check,
+    CheckResult,
+    DecisionRecord,
+    IPAddress,
+    IprevReport,
+    Lookup,
+    Report,
+    Result,
+    Status,
+    WhitelistEntry,
+)
+from rdnsgate.policy.profiles import Stage, apply_overrides, get_profile
+from rdnsgate.policy.session import SEVERITY, Policy, RecentReports, Session, due, worse
+
+CLIENT = ipaddress.ip_address("192.0.2.1")
+PTR = Lookup("1.2.0.192.in-addr.arpa", "PTR", Status.ANSWER, ("mail.example.org",), ttl=3600)
+NAMES = {
+    "mail.example.org": Lookup("mail.example.org", "A", Status.ANSWER, ("192.0.2.1",), ttl=3600),
+    "other.example.org": Lookup("other.example.org", "A", Status.ANSWER, ("192.0.2.9",), ttl=3600),
+}
+
+
+class TableEngine:
+    """Answers from NAMES and counts what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def iprev(self, ip: IPAddress) -> IprevReport:
+        self.asked.append("iprev")
+        return evaluate_iprev(ip, PTR, {"mail.example.org": NAMES["mail.example.org"]})
+
+    async def helo_lookups(self, form: HeloForm) -> tuple[Lookup | None, Lookup | None, Lookup | None]:
+        if not form.needs_lookup:
+            return None, None, None
+        self.asked.append(f"helo {form.name}")
+        a = NAMES.get(form.name, Lookup(form.name, "A", Status.NXDOMAIN, negative_ttl=300))
+        aaaa = Lookup(form.name, "AAAA", Status.NODATA if form.name in NAMES else Status.NXDOMAIN, negative_ttl=300)
+        return a, aaaa, None
+
+    async def sender_check(self, form: SenderForm) -> CheckResult:
+        if not form.needs_lookup:
+            return evaluate_sender(form)
+        self.asked.append(f"sender {form.domain}")
+        mx = Lookup(form.domain, "MX", Status.ANSWER, mx=(MX(10, "mail.example.org"),), ttl=3600)
+        return evaluate_sender(form, mx, None, None)
+
+
+class Log:
+    def __init__(self) -> None:
+        self.records: list[DecisionRecord] = []
+        self.whitelist: list[WhitelistEntry] = []
+
+    def record(self, record: DecisionRecord) -> None:
+        self.records.append(record)
+
+
+def session(profile: str = "strict", overrides: tuple[str, ...] = ()) -> tuple[Session, TableEngine, Log]:
+    changed, off = apply_overrides(get_profile(profile), overrides, "test")
+    engine, log = TableEngine(), Log()
+    made = Session(Policy(changed, off, node="mx1"), engine, log, log, id="s1")  # type: ignore[arg-type]
+    made.begin(CLIENT)
+    return made, engine, log
+
+
+async def test_switched_off_checks_are_never_looked_up() -> None:
+    made, engine, _log = session(overrides=("iprev=off", "helo=off", "sender=off"))
+    assert await made.helo("nope.example.org") is None
+    assert await made.mail("<bob@nope.example>") is None
+    assert not (await made.rcpt("alice@example.net")).refused
+    assert engine.asked == []
+    report = await made.report()
+    assert [(item.result, item.reason) for item in report.checks] == [(Result.NONE, "off")] * 4
+
+
+async def test_the_worse_helo_stands() -> None:
+    made, _engine, _log = session("monitor")
+    await made.helo("nope.example.org")  # does not exist: fail
+    await made.helo("mail.example.org")  # exists: pass, but the first verdict stands
+    report = await made.report()
+    assert (report.helo.result, report.helo.reason, report.helo_name) == (Result.FAIL, "unknown", "nope.example.org")
+    made, _engine, _log = session("monitor")
+    await made.helo("mail.example.org")
+    await made.helo("nope.example.org")
+    assert (await made.report()).helo_name == "nope.example.org"
+
+
+async def test_refusals_recorded_each_time_acceptance_once_per_message() -> None:
+    made, _engine, log = session("postfix")
+    assert await made.helo("nope.example.org") is None  # postfix: refusals wait for RCPT
+    assert await made.mail("<bob@example.org>") is None
+    for rcpt in ("a@example.net", "b@example.net"):
+        assert (await made.rcpt(rcpt)).stage is Stage.RCPT
+    assert [(item.action, item.recipients, item.node) for item in log.records] == [
+        ("reject", ("a@example.net",), "mx1"),
+        ("reject", ("b@example.net",), "mx1"),
+    ]
+    made, _engine, log = session("postfix")
+    await made.helo("mail.example.org")
+    for sender in ("<bob@example.org>", "<carol@example.org>"):
+        await made.mail(sender)
+        for rcpt in ("a@example.net", "b@example.net"):
+            report, decision = await made.decision()
+            made.record(report, decision, [rcpt])
+    assert [item.sender for item in log.records] == ["bob@example.org", "carol@example.org"]
+
+
+async def test_a_whitelist_change_applies_at_the_next_decision() -> None:
+    made, _engine, log = session("strict")
+    assert (await made.helo("nope.example.org")) is not None
+    log.whitelist = [WhitelistEntry("network", "192.0.2.0/24", "ticket")]
+    _report, decision = await made.decision()
+    assert not decision.refused and decision.whitelisted and "ticket" in decision.whitelisted
+
+
+async def test_evaluate_asks_only_what_changed() -> None:
+    made, engine, _log = session("postfix")
+    await made.evaluate("mail.example.org", "<bob@example.org>")
+    await made.evaluate("mail.example.org", "<bob@example.org>")
+    await made.evaluate("mail.example.org", "<carol@example.net>")
+    assert sorted(engine.asked) == ["helo mail.example.org", "iprev", "sender example.net", "sender example.org"]
+
+
+async def test_recent_reports_serve_a_later_session() -> None:
+    recent = RecentReports()
+    first, engine, log = session("postfix")
+    first.recent = recent
+    await first.evaluate("mail.example.org", "<bob@example.org>")
+    second = Session(first.policy, engine, log, log, id="s2", recent=recent)  # type: ignore[arg-type]
+    second.begin(CLIENT)
+    await second.evaluate("mail.example.org", "<bob@example.org>")
+    assert sorted(engine.asked) == ["helo mail.example.org", "iprev", "sender example.org"]  # nothing asked again
+    assert await second.report() == await first.report()
+
+
+def test_recent_reports_keep_no_temporary_error() -> None:
+    recent = RecentReports()
+    temp = CheckResult(Check.SENDER, Result.TEMPERROR, "mx-lookup", "timed out")
+    ok = CheckResult(Check.HELO, Result.PASS, "exists", "", (Lookup("x", "A", Status.ANSWER, ("192.0.2.1",), ttl=5),))
+    iprev = evaluate_iprev(CLIENT, PTR, {"mail.example.org": NAMES["mail.example.org"]})
+    align = CheckResult(Check.HELO_ALIGN, Result.PASS, "ptr-name", "")
+    recent.put(("a", "", ""), Report(CLIENT, iprev, "x", ok, align, None, None, temp))
+    assert recent.get(("a", "", "")) is None
+    recent.put(("b", "", ""), Report(CLIENT, iprev, "x", ok, align, None, None, ok))
+    assert recent.get(("b", "", "")) is not None
+
+
+@given(st.sampled_from(list(Stage)), st.sampled_from(list(Stage)))
+def test_due_is_at_the_stage_or_after(refusal: Stage, now: Stage) -> None:
+    from rdnsgate.policy.decide import Decision, Reply
+    from rdnsgate.policy.profiles import Action
+
+    decision = Decision("x", Action.REJECT, refusal, Reply(550, "5.7.1", "no"), False, None, ())
+    order = list(Stage)
+    assert due(decision, now) is (order.index(refusal) <= order.index(now))
+
+
+@pytest.mark.parametrize("old", list(Result))
+@pytest.mark.parametrize("new", list(Result))
+def test_worse_never_improves(old: Result, new: Result) -> None:
+    first, second = CheckResult(Check.HELO, old, "a", ""), CheckResult(Check.HELO, new, "b", "")
+    assert SEVERITY[worse(first, second).result] == max(SEVERITY[old], SEVERITY[new])
