@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -24,19 +25,29 @@ from typing import Any
 from rdnsgate.errors import ConfigError, UsageError
 
 ENV_PREFIX = "RDNSGATE_"
+T = typing.TypeVar("T")
+
+
+def setting(default: T, help: str, *, shown: str = "") -> T:
+    """A settings field with its help (docs/config.md, the CLI's option help); `shown` explains an empty default."""
+    return field(default=default, metadata={"help": help, "shown": shown})
 
 
 @dataclass(frozen=True, slots=True)
 class DnsSettings:
     """How rdnsgate asks DNS questions."""
 
-    nameservers: tuple[str, ...] = ()  # HOST[:PORT]; empty: the system's resolvers
-    timeout: float = 2.0  # seconds for the first try; each retry waits half as long again
-    tries: int = 3  # tries per question, rotating over the nameservers
-    max_inflight: int = 100  # questions on the wire at once
-    cache_size: int = 50_000  # cached answers (0: no cache)
-    max_cnames: int = 8  # CNAME hops followed before giving up
-    default_negative_ttl: int = 300  # cache time of a negative answer that carries no SOA
+    nameservers: tuple[str, ...] = setting(
+        (), "resolvers as `HOST[:PORT]`, IPv6 as `[::1]:53`", shown="the system's, from resolv.conf"
+    )
+    timeout: float = setting(2.0, "seconds for a question's first try; each retry waits half as long again, ±10%")
+    tries: int = setting(3, "tries per question, rotating over the nameservers")
+    max_inflight: int = setting(100, "questions on the wire at once")
+    cache_size: int = setting(
+        50_000, "answers kept (TTL-bound, negative answers per RFC 2308); `0` turns the cache off"
+    )
+    max_cnames: int = setting(8, "CNAME hops followed; a longer chain or a loop is a temporary error")
+    default_negative_ttl: int = setting(300, "cache time of a negative answer that carries no SOA")
 
     def __post_init__(self) -> None:
         _positive("dns.timeout", self.timeout)
@@ -51,8 +62,10 @@ class DnsSettings:
 class CheckSettings:
     """How the checks run."""
 
-    max_ptr_names: int = 10  # PTR names examined per client IP
-    deadline: float = 20.0  # seconds one evaluation may take in all
+    max_ptr_names: int = setting(10, "PTR names examined per client IP")
+    deadline: float = setting(
+        20.0, "seconds one evaluation may take in all; lookups still open then count as timed out"
+    )
 
     def __post_init__(self) -> None:
         _positive("checks.max_ptr_names", self.max_ptr_names)
@@ -63,30 +76,37 @@ class CheckSettings:
 class GatewaySettings:
     """The SMTP before-queue proxy."""
 
-    listen: tuple[str, ...] = ("127.0.0.1:2525",)  # HOST:PORT, [IPv6]:PORT; repeatable
-    profile: str = "classic"  # classic, postfix, strict, monitor
-    next_hop: str = ""  # smtp://HOST:PORT; empty: deliver into a Maildir
-    maildir: str = "var/mail"  # the Maildir used when there is no next hop
-    relay_domains: tuple[str, ...] = ()  # recipient domains accepted (never an open relay)
-    hostname: str = ""  # name in the banner and Received; empty: this host's FQDN
-    authserv_id: str = ""  # Authentication-Results authserv-id; empty: the hostname
-    check_url: str = (
-        ""  # check page appended to refusals, e.g. https://rdns.example/check; default: web.public_url/check
+    listen: tuple[str, ...] = setting(("127.0.0.1:2525",), "`HOST:PORT` or `[IPv6]:PORT` to listen on")
+    profile: str = setting("classic", "`classic`, `postfix`, `strict` or `monitor` (docs/profiles.md)")
+    next_hop: str = setting("", "`smtp://HOST:PORT` of the MTA behind; empty: deliver into `maildir`")
+    maildir: str = setting("var/mail", "the Maildir used when there is no next hop")
+    relay_domains: tuple[str, ...] = setting(
+        (), "recipient domains accepted; every other recipient gets `554 5.7.1 Relay access denied`"
     )
-    reject_footer: str = ""  # text appended to every refusal
-    overrides: tuple[str, ...] = ()  # "CHECK=off|log|tempfail ...|reject ..." per check
-    max_message_size: int = 26_214_400  # bytes (SIZE)
-    max_recipients: int = 100  # per message
-    command_timeout: float = 300.0  # seconds a client may stay silent
-    next_hop_timeout: float = 60.0  # seconds for each next-hop step
-    max_sessions: int = 1000  # concurrent sessions in all
-    max_sessions_per_ip: int = 20  # concurrent sessions per client IP
-    tls_cert: str = ""  # PEM certificate chain: STARTTLS is offered when set
-    tls_key: str = ""  # PEM private key
-    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose PROXY header and XCLIENT are believed
-    proxy_protocol: bool = False  # expect a PROXY v1/v2 header from trusted proxies
-    whitelist_refresh: float = 5.0  # seconds between whitelist reloads
-    workers: int = 1  # processes sharing the listening ports (SO_REUSEPORT); 0: one per core
+    hostname: str = setting("", "name in the banner and in `Received:`", shown="this host's FQDN")
+    authserv_id: str = setting("", "authserv-id of `Authentication-Results`", shown="the hostname")
+    check_url: str = setting("", "check page appended to every refusal as `- see URL?ip=CLIENT`")
+    reject_footer: str = setting("", "text appended to every refusal")
+    overrides: tuple[str, ...] = setting(
+        (),
+        'per check: `"CHECK=off"` (not run), `"CHECK=log"`, `"CHECK=tempfail CODE ENH TEXT"`, `"CHECK=reject CODE ENH TEXT"`; a reject never covers temperror',
+    )
+    max_message_size: int = setting(26_214_400, "bytes; announced as SIZE, larger messages get `552`")
+    max_recipients: int = setting(100, "recipients per message; more get `452 4.5.3`")
+    command_timeout: float = setting(300.0, "seconds a client may stay silent")
+    next_hop_timeout: float = setting(60.0, "seconds for each next-hop step; past it the client gets `451 4.4.1`")
+    max_sessions: int = setting(1000, "concurrent sessions in all; more get `421 4.7.0`")
+    max_sessions_per_ip: int = setting(20, "concurrent sessions per client IP")
+    tls_cert: str = setting("", "PEM certificate chain; STARTTLS is offered when set (with `tls_key`)")
+    tls_key: str = setting("", "PEM private key")
+    trusted_proxies: tuple[str, ...] = setting((), "IPs/CIDRs whose PROXY header or XCLIENT is believed")
+    proxy_protocol: bool = setting(
+        False, "expect a PROXY v1/v2 header from trusted proxies (others are served directly)"
+    )
+    whitelist_refresh: float = setting(5.0, "seconds between whitelist reloads")
+    workers: int = setting(
+        1, "processes sharing the listening ports (SO_REUSEPORT); `0`: one per core. Session limits apply per worker"
+    )
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -98,6 +118,10 @@ class GatewaySettings:
         for key in ("max_message_size", "max_recipients", "max_sessions", "max_sessions_per_ip"):
             _positive(f"gateway.{key}", getattr(self, key))
         _at_least("gateway.workers", self.workers, 0)
+        _networks("gateway.trusted_proxies", self.trusted_proxies)
+        _domains("gateway.relay_domains", self.relay_domains)
+        for item in self.listen:
+            parse_listen(item, "gateway.listen")
         for key in ("command_timeout", "next_hop_timeout", "whitelist_refresh"):
             _positive(f"gateway.{key}", getattr(self, key))
 
@@ -106,18 +130,25 @@ class GatewaySettings:
 class PolicySettings:
     """The Postfix policy service (check_policy_service)."""
 
-    listen: tuple[str, ...] = ("127.0.0.1:10040",)  # HOST:PORT, [IPv6]:PORT or unix:/path; repeatable
-    profile: str = "postfix"  # classic, postfix, strict, monitor
-    overrides: tuple[str, ...] = ()  # as gateway.overrides
-    authserv_id: str = ""  # Authentication-Results authserv-id (monitor); empty: this host's FQDN
-    check_url: str = ""  # check page appended to refusals; default: web.public_url/check
-    reject_footer: str = ""  # text appended to every refusal
-    max_instances: int = 10_000  # Postfix sessions whose evaluations are cached
-    whitelist_refresh: float = 5.0  # seconds between whitelist reloads
+    listen: tuple[str, ...] = setting(("127.0.0.1:10040",), "`HOST:PORT`, `[IPv6]:PORT` or `unix:/path` to listen on")
+    profile: str = setting("postfix", "`classic`, `postfix`, `strict` or `monitor`")
+    overrides: tuple[str, ...] = setting((), "as `gateway.overrides`")
+    authserv_id: str = setting(
+        "", "authserv-id of the `PREPEND`ed `Authentication-Results` (monitor)", shown="this host's FQDN"
+    )
+    check_url: str = setting(
+        "", "check page appended to every refusal", shown="`web.public_url` + `/check` when that is set"
+    )
+    reject_footer: str = setting("", "text appended to every refusal")
+    max_instances: int = setting(10_000, "Postfix sessions whose evaluations are kept")
+    whitelist_refresh: float = setting(5.0, "seconds between whitelist reloads")
 
     def __post_init__(self) -> None:
         if not self.listen:
             raise ConfigError("policy.listen needs at least one address")
+        for item in self.listen:
+            if not item.startswith("unix:"):
+                parse_listen(item, "policy.listen")
         _positive("policy.max_instances", self.max_instances)
         _positive("policy.whitelist_refresh", self.whitelist_refresh)
 
@@ -126,32 +157,50 @@ class PolicySettings:
 class StorageSettings:
     """Where the whitelist and the decision log live."""
 
-    url: str = "sqlite:///var/rdnsgate.db"  # SQLAlchemy URL; postgresql://... for several nodes
-    decision_queue: int = 10_000  # decisions waiting to be written; beyond that they are counted and dropped
+    url: str = setting(
+        "sqlite:///var/rdnsgate.db",
+        "the database: `sqlite:///PATH` (relative to the working directory), or `postgresql://USER:PASS@HOST/DB` for several nodes sharing one whitelist and log (needs the asyncpg driver; not yet covered by the test suite)",
+    )
+    decision_queue: int = setting(
+        10_000, "decisions waiting to be written; beyond that they are counted as dropped, never waited for"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class WebSettings:
     """The web app: the public check page, the admin pages, the JSON API, /metrics."""
 
-    listen: str = "127.0.0.1:8080"  # HOST:PORT or [IPv6]:PORT
-    public_url: str = ""  # how senders reach this app, e.g. https://rdns.example; used in refusal texts
-    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose X-Forwarded-For / Forwarded is believed
-    check_rate: float = 10.0  # checks per minute per client IP for visitors who are not logged in
-    check_burst: int = 5  # checks a visitor may run at once before the rate applies
-    login_rate: float = 5.0  # login attempts per minute per client IP
-    max_concurrent_checks: int = 50  # anonymous checks running at once, from all visitors; beyond: 503
-    session_hours: float = 12.0  # a login lasts this long
-    secure_cookies: bool = False  # mark the session cookie Secure (set true when served over HTTPS)
-    secret_key: str = ""  # signs session cookies; empty: a random key kept in the store (shared by nodes)
+    listen: str = setting("127.0.0.1:8080", "`HOST:PORT` or `[IPv6]:PORT` of the web app")
+    public_url: str = setting(
+        "",
+        "how senders reach the app, e.g. `https://rdns.example`; refusals of the gateway and policy service then link to `/check?ip=…`, alerts to `/servers/IP`",
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        (),
+        "IPs/CIDRs of reverse proxies whose `X-Forwarded-For` / `Forwarded` header names the visitor; from anyone else these headers are ignored",
+    )
+    check_rate: float = setting(
+        10.0,
+        "checks per minute per visitor address (IPv6: per /64) for visitors who are not logged in; beyond it: 429 with `Retry-After`",
+    )
+    check_burst: int = setting(5, "checks a visitor may run back to back before the rate applies")
+    login_rate: float = setting(5.0, "login attempts per minute per address")
+    max_concurrent_checks: int = setting(
+        50,
+        "anonymous checks running at once from all visitors together; beyond it: 503 with `Retry-After`, so a crowd cannot turn the page into a DNS flood",
+    )
+    session_hours: float = setting(12.0, "how long a login lasts")
+    secure_cookies: bool = setting(
+        False, "mark the session cookie `Secure`; set `true` when the app is served over HTTPS"
+    )
+    secret_key: str = setting(
+        "",
+        "signs session cookies; empty: a random key made on first start and kept in the store, so nodes sharing a store share it",
+    )
 
     def __post_init__(self) -> None:
         parse_listen(self.listen, "web.listen")
-        for item in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(item.strip(), strict=False)
-            except ValueError:
-                raise ConfigError(f"web.trusted_proxies: {item!r} is not an IP address or network") from None
+        _networks("web.trusted_proxies", self.trusted_proxies)
         for key in ("check_rate", "check_burst", "login_rate", "session_hours", "max_concurrent_checks"):
             _positive(f"web.{key}", getattr(self, key))
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
@@ -162,17 +211,22 @@ class WebSettings:
 class MonitorSettings:
     """The fleet monitor: re-checks your sending servers and alerts on changes."""
 
-    interval: float = 300.0  # seconds between two checks of one server
-    jitter: float = 0.1  # each interval varies by up to this fraction, so checks spread out
-    confirmations: int = 2  # consecutive checks that must agree before a state changes
-    webhook_url: str = ""  # POST a JSON alert here on every state change (docs/monitor.md); empty: none
-    webhook_timeout: float = 10.0  # seconds for one webhook POST
-    webhook_tries: int = 3  # POST attempts per alert
-    log_alerts: bool = True  # write a log line for every state change
-    authoritative: bool = False  # when a PTR fails, ask the reverse zone's own servers too
-    authoritative_port: int = 53  # port of those servers
-    concurrency: int = 10  # servers checked at once
-    history_days: int = 90  # fleet checks kept this long
+    interval: float = setting(300.0, "seconds between two checks of one server")
+    jitter: float = setting(
+        0.1, "each interval varies by up to ± this fraction, so many servers are not checked in the same second"
+    )
+    confirmations: int = setting(2, "checks in a row that must agree before a state changes (and an alert goes out)")
+    webhook_url: str = setting("", "POST the alert JSON (docs/monitor.md) here; empty: none")
+    webhook_timeout: float = setting(10.0, "seconds for one POST")
+    webhook_tries: int = setting(3, "attempts per alert (1 s, 2 s, 4 s … apart); then it is logged as failed")
+    log_alerts: bool = setting(True, "write a WARNING log line for every state change")
+    authoritative: bool = setting(
+        False,
+        'when a chain fails, ask the reverse (and forward) zones\' own servers, found through their NS records, and say "fixed at the source; resolvers may keep the old answer until HH:MM"',
+    )
+    authoritative_port: int = setting(53, "the port of those servers")
+    concurrency: int = setting(10, "servers checked at once")
+    history_days: int = setting(90, "stored checks older than this are forgotten (alerts are kept)")
 
     def __post_init__(self) -> None:
         for key in ("interval", "confirmations", "webhook_timeout", "webhook_tries", "concurrency", "history_days"):
@@ -205,6 +259,25 @@ SECTIONS: dict[str, type[Any]] = {
     "web": WebSettings,
     "monitor": MonitorSettings,
 }
+
+
+def _networks(key: str, values: tuple[str, ...]) -> None:
+    for item in values:
+        try:
+            ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}: {item!r} is not an IP address or network (CIDR)") from None
+
+
+def _domains(key: str, values: tuple[str, ...]) -> None:
+    for item in values:
+        name = item.strip().rstrip(".")
+        labels = name.split(".")
+        if not name or len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+            raise ConfigError(f"{key}: {item!r} is not a domain name (A-labels, e.g. example.org)")
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
 def _positive(key: str, value: float) -> None:
@@ -341,21 +414,40 @@ def parse_listen(text: str, key: str = "gateway.listen") -> tuple[str, int]:
 
 
 def describe(settings: Settings) -> str:
-    """The effective settings as TOML, for ``rdnsgate config show``."""
-    lines = []
-    for name in SECTIONS:
-        lines.append(f"[{name}]")
-        section = getattr(settings, name)
-        for item in dataclasses.fields(section):
-            value = getattr(section, item.name)
-            if isinstance(value, tuple):
-                text = "[" + ", ".join(f'"{v}"' for v in value) + "]"
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = f'"{value}"'
-            else:
-                text = repr(value)
-            lines.append(f"{item.name} = {text}")
-        lines.append("")
+    """The effective settings as TOML, for ``rdnsgate config show`` (written by tomli-w, so any value round-trips)."""
+    import tomli_w
+
+    data = {
+        name: {item.name: _plain(getattr(getattr(settings, name), item.name)) for item in dataclasses.fields(cls)}
+        for name, cls in SECTIONS.items()
+    }
+    return tomli_w.dumps(data)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_inline(item) for item in value) + "]"
+    import tomli_w
+
+    return tomli_w.dumps({"v": value}).strip()[4:]
+
+
+def settings_markdown(section: str) -> str:
+    """The table of one section's settings for docs/config.md: key, default, meaning."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for item in dataclasses.fields(SECTIONS[section]):
+        shown = item.metadata.get("shown", "")
+        default = f"`{_inline(item.default)}`" + (f" ({shown})" if shown else "")
+        lines.append(f"| `{item.name}` | {default} | {item.metadata['help']} |")
     return "\n".join(lines)
+
+
+def setting_help(section: str, key: str) -> str:
+    """The help of one setting, for the option of a command that sets it."""
+    found = next(item for item in dataclasses.fields(SECTIONS[section]) if item.name == key)
+    text: str = found.metadata["help"]
+    return text.replace("`", "")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rdnsgate.config import describe, load_settings
+from rdnsgate.config import SECTIONS, describe, load_settings
 from rdnsgate.errors import ConfigError
 
 
@@ -42,6 +46,11 @@ def test_defaults_file_env_flags(tmp_path: Path) -> None:
         ("[monitor]\ninterval = 0\n", {}, "monitor.interval must be greater than 0"),
         ("[monitor]\nwebhook_url = 'ftp://x'\n", {}, "monitor.webhook_url must start with http"),
         ("", {"RDNSGATE_MONITOR_CONFIRMATIONS": "0"}, "monitor.confirmations must be greater than 0"),
+        ("[gateway]\ntrusted_proxies = ['10.0.0.0/33']\n", {}, "gateway.trusted_proxies: '10.0.0.0/33' is not"),
+        ("[gateway]\nrelay_domains = ['exa mple.org']\n", {}, "gateway.relay_domains: 'exa mple.org' is not"),
+        ("[gateway]\nrelay_domains = ['-x.example']\n", {}, "gateway.relay_domains: '-x.example' is not"),
+        ("[gateway]\nlisten = ['localhost']\n", {}, "gateway.listen 'localhost': write HOST:PORT"),
+        ("[policy]\nlisten = ['10040']\n", {}, "policy.listen '10040': write HOST:PORT"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
@@ -60,3 +69,17 @@ def test_refusals_link_to_the_public_check_page(tmp_path: Path) -> None:
     settings = load_settings(path, env={})
     assert settings.policy.check_url == "https://help.example/rdns"  # an explicit one wins
     assert load_settings(None, env={}).gateway.check_url == ""
+
+
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40),
+    st.lists(st.text(max_size=20), max_size=3),
+)
+def test_config_show_round_trips(footer: str, overrides: list[str]) -> None:
+    """`config show` is TOML that loads back to the same settings, whatever the strings hold (quotes, newlines)."""
+    settings = load_settings(None, env={}, overrides={"gateway": {"reject_footer": footer}})
+    settings = dataclasses.replace(settings, policy=dataclasses.replace(settings.policy, overrides=tuple(overrides)))
+    data = tomllib.loads(describe(settings))
+    assert data["gateway"]["reject_footer"] == footer
+    assert data["policy"]["overrides"] == overrides
+    assert set(data) == set(SECTIONS)
