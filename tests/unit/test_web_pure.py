@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rdnsgate.checks.iprev import evaluate_iprev
 from rdnsgate.config import MonitorSettings
-from rdnsgate.frontends.web.auth import csrf_ok, csrf_token, fingerprint, hash_password, verify_password
+from rdnsgate.frontends.web.auth import csrf_ok, csrf_token
 from rdnsgate.frontends.web.clientip import client_address, forwarded_hops, parse_networks
 from rdnsgate.frontends.web.pictures import chain_changes, chain_picture, timeline
 from rdnsgate.frontends.web.ratelimit import RateLimiter, client_key
@@ -20,6 +20,7 @@ from rdnsgate.monitor.alerts import alert_body, alert_line
 from rdnsgate.monitor.fleet import source_note
 from rdnsgate.monitor.scheduler import Monitor
 from rdnsgate.monitor.states import Alert, FleetState
+from rdnsgate.passwords import fingerprint, hash_password, verify_password
 from tests.unit.test_policy_and_cache import _report as report
 
 IP = ipaddress.IPv4Address("192.0.2.1")

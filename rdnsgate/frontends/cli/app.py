@@ -1,7 +1,6 @@
 """The ``rdnsgate`` command: check one client, audit address ranges.
 
-Exit status: 0 every check passed, 1 a check failed, 3 a temporary DNS error
-(and nothing failed), 2 bad usage.  Errors are one line on stderr.
+Exit statuses are in exits.py.  Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -9,28 +8,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from rdnsgate import __version__
-from rdnsgate.checks.names import parse_ip
-from rdnsgate.config import CheckSettings, DnsSettings
-from rdnsgate.errors import RdnsgateError, UsageError
-from rdnsgate.frontends.cli import admin
-from rdnsgate.frontends.cli import audit as audit_mod
-from rdnsgate.frontends.cli.check_view import render_check
+from rdnsgate.errors import RdnsgateError
+from rdnsgate.frontends.cli.admins import admin_app
+from rdnsgate.frontends.cli.decisions import decisions
+from rdnsgate.frontends.cli.fleet import fleet_app
+from rdnsgate.frontends.cli.options import Format, NameserverOpt, TimeoutOpt, TriesOpt
 from rdnsgate.frontends.cli.runtime import run_loop, tune_gc, usage_error
-from rdnsgate.lookups import build_resolver
-from rdnsgate.lookups.nameservers import resolve_nameservers
-from rdnsgate.model import Result
-from rdnsgate.policy.decide import decide
-from rdnsgate.policy.evaluate import Engine
-from rdnsgate.policy.profiles import BUILTIN
-from rdnsgate.policy.serialize import overall, report_dict
+from rdnsgate.frontends.cli.settings import config_app
+from rdnsgate.frontends.cli.whitelist import whitelist_app
 
 app = typer.Typer(
     name="rdnsgate",
@@ -39,20 +30,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT = {Result.PASS: 0, Result.FAIL: 1, Result.TEMPERROR: 3}
-
-NameserverOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--nameserver",
-        "-n",
-        metavar="HOST[:PORT]",
-        help="Resolver to ask (repeatable); default: the system's (resolv.conf).",
-    ),
-]
-TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the first try of each DNS question.", min=0.05)]
-TriesOpt = Annotated[int, typer.Option(help="Tries per DNS question, rotating over the nameservers.", min=1, max=10)]
 
 
 def version_callback(value: bool) -> None:
@@ -85,33 +62,45 @@ def check(
 ) -> None:
     """Check one client: its chain IP -> PTR -> A/AAAA -> HELO -> sender domain, what each profile
     would answer, and how to fix what is broken."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from rdnsgate.checks.names import parse_ip
+    from rdnsgate.config import CheckSettings, DnsSettings
+    from rdnsgate.frontends.cli.check_view import render_check
+    from rdnsgate.frontends.cli.exits import for_result
+    from rdnsgate.lookups import build_resolver
+    from rdnsgate.model import Report
+    from rdnsgate.policy.decide import decide
+    from rdnsgate.policy.evaluate import Engine
+    from rdnsgate.policy.profiles import BUILTIN
+    from rdnsgate.policy.serialize import overall, report_dict
+
     try:
         address = parse_ip(ip)
     except ValueError:
         raise usage_error(f"{ip!r} is not an IP address") from None
     dns = DnsSettings(nameservers=tuple(nameserver or ()), timeout=timeout, tries=tries)
 
-    async def go() -> dict[str, Any]:
+    async def go() -> Report:
         resolver = build_resolver(dns)
         try:
-            engine = Engine(resolver, CheckSettings(max_ptr_names=max_ptr_names))
-            report = await engine.report(address, helo, sender)
+            return await Engine(resolver, CheckSettings(max_ptr_names=max_ptr_names)).report(address, helo, sender)
         finally:
             await resolver.close()
-        decisions = {name: decide(report, profile) for name, profile in BUILTIN.items()}
-        return {"report": report, "decisions": decisions}
 
     try:
-        result = run_loop(go())
+        report = run_loop(go())
     except RdnsgateError as exc:
         raise usage_error(str(exc)) from None
-    report, decisions = result["report"], result["decisions"]
+    decisions = {name: decide(report, profile) for name, profile in BUILTIN.items()}
     now = datetime.now(UTC)
     if as_json:
         sys.stdout.write(json.dumps(report_dict(report, decisions, now), indent=2) + "\n")
     else:
         render_check(Console(highlight=False), report, decisions, now)
-    raise typer.Exit(EXIT[overall(report)])
+    raise typer.Exit(for_result(overall(report)))
 
 
 @app.command()
@@ -126,9 +115,7 @@ def audit(
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Addresses checked at once.", min=1, max=10_000)] = 100,
-    output_format: Annotated[
-        audit_mod.Format, typer.Option("--format", help="Output format, one row per address.")
-    ] = audit_mod.Format.CSV,
+    output_format: Annotated[Format, typer.Option("--format", help="Output format, one row per address.")] = Format.CSV,
     nameserver: NameserverOpt = None,
     timeout: TimeoutOpt = 2.0,
     tries: TriesOpt = 3,
@@ -147,6 +134,12 @@ def audit(
     ] = None,
 ) -> None:
     """Check every address of ranges or a file; stream CSV or JSON lines, then a summary on stderr."""
+    from rich.console import Console
+
+    from rdnsgate.config import DnsSettings
+    from rdnsgate.frontends.cli import audit as audit_mod
+    from rdnsgate.lookups.nameservers import resolve_nameservers
+
     if not targets and file is None:
         raise usage_error("give addresses or networks, or --file")
     try:
@@ -178,17 +171,15 @@ def audit(
     raise typer.Exit(summary.exit_status())
 
 
-app.add_typer(admin.serve_app, name="serve")
-app.add_typer(admin.whitelist_app, name="whitelist")
-app.add_typer(admin.config_app, name="config")
-app.add_typer(admin.fleet_app, name="fleet")
-app.add_typer(admin.admin_app, name="admin")
-app.command("decisions")(admin.decisions)
+app.add_typer(whitelist_app, name="whitelist")
+app.add_typer(config_app, name="config")
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(admin_app, name="admin")
+app.command("decisions")(decisions)
 
 
 def main() -> None:
     try:
         app()
-    except UsageError as exc:  # pragma: no cover - commands map their own errors
-        Console(stderr=True).print(f"error: {exc}")
-        sys.exit(2)
+    except RdnsgateError as exc:  # pragma: no cover - commands map their own errors
+        raise SystemExit(str(usage_error(str(exc)).exit_code)) from None

@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,6 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import CheckSettings, DnsSettings
 from rdnsgate.errors import RdnsgateError, UsageError
+from rdnsgate.frontends.cli.exits import for_result
+from rdnsgate.frontends.cli.options import Format
 from rdnsgate.frontends.cli.runtime import run_loop, tune_gc
 from rdnsgate.lookups import build_resolver
 from rdnsgate.model import IPAddress, Result
@@ -50,11 +51,6 @@ COLUMNS = (
     "helo_align",
     "detail",
 )
-
-
-class Format(StrEnum):
-    CSV = "csv"
-    JSONL = "jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +153,10 @@ class Summary:
             + self.helo[Result.PERMERROR]
         )
         if failed:
-            return 1
+            return for_result(Result.FAIL)
         if self.iprev[Result.TEMPERROR] or self.helo[Result.TEMPERROR]:
-            return 3
-        return 0
+            return for_result(Result.TEMPERROR)
+        return for_result(Result.PASS)
 
 
 async def _check(engine: Engine, target: Target) -> dict[str, Any]:

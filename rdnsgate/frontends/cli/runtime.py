@@ -1,21 +1,26 @@
-"""How the CLI runs its async work and reports bad usage: event loop, garbage collector, errors."""
+"""How the CLI runs its async work and reports bad usage: event loop, garbage collector, errors.
+
+asyncio and Rich are imported when first needed, so that ``--help`` and
+commands that never wait on I/O do not pay for them.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+
+from rdnsgate.frontends.cli.exits import Exit
 
 T = TypeVar("T")
 
 
 def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on uvloop when it is installed, else on asyncio's loop."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -33,5 +38,8 @@ def tune_gc() -> None:
 
 def usage_error(message: str) -> typer.Exit:
     """Print "error: MESSAGE" on stderr; the Exit to raise carries status 2."""
+    from rich.console import Console
+    from rich.markup import escape
+
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(2)
+    return typer.Exit(Exit.USAGE)

@@ -18,11 +18,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.errors import UsageError
-from rdnsgate.frontends.web.auth import fingerprint, verify_password
 from rdnsgate.frontends.web.pictures import chain_changes, timeline
-from rdnsgate.frontends.web.site import Refused, local_path, site_of
+from rdnsgate.frontends.web.site import AdminDep, CsrfDep, Refused, SiteDep, local_path, site_of
 from rdnsgate.model import FleetEntry, WhitelistEntry
 from rdnsgate.monitor.fleet import accept_server
+from rdnsgate.passwords import fingerprint, verify_password
 from rdnsgate.policy.decision_log import explain, search_terms
 from rdnsgate.policy.whitelist import parse_expiry, parse_target
 
@@ -33,21 +33,19 @@ TIMELINE_SPANS = {"1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timed
 
 # -- login ------------------------------------------------------------------------------
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
-async def login_form(request: Request, next: str = "/servers") -> HTMLResponse:
-    site = site_of(request)
+async def login_form(request: Request, site: SiteDep, next: str = "/servers") -> HTMLResponse:
     return site.page(request, "login.html", next=local_path(next), error=None)
 
 
 @router.post("/login", include_in_schema=False)
 async def login(
     request: Request,
+    site: SiteDep,
+    _csrf: CsrfDep,
     username: Annotated[str, Form(max_length=64)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
-    csrf: Annotated[str | None, Form()] = None,
     next: Annotated[str, Form()] = "/servers",
 ) -> Response:
-    site = site_of(request)
-    await site.require_csrf(request, csrf)
     wait = site.login_limiter.allow(site.visitor(request), time.monotonic())
     if wait:
         raise Refused(429, f"Too many login attempts; try again in {wait:.0f} s.", wait)
@@ -62,57 +60,46 @@ async def login(
 
 
 @router.post("/logout", include_in_schema=False)
-async def logout(request: Request, csrf: Annotated[str | None, Form()] = None) -> Response:
-    site = site_of(request)
-    await site.require_csrf(request, csrf)
+async def logout(request: Request, _csrf: CsrfDep) -> Response:
     request.session.clear()
     return RedirectResponse("/", status_code=303)
 
 
 # -- servers (fleet) ---------------------------------------------------------------------
 @router.get("/servers", response_class=HTMLResponse, include_in_schema=False)
-async def servers(request: Request) -> HTMLResponse:
-    site = site_of(request)
-    await site.require_admin(request)
+async def servers(request: Request, site: SiteDep, _user: AdminDep) -> HTMLResponse:
     return site.page(request, "servers.html", entries=await site.store.fleet_list(), error=None)
 
 
 @router.post("/servers", include_in_schema=False)
 async def servers_add(
     request: Request,
+    site: SiteDep,
+    user: AdminDep,
+    _csrf: CsrfDep,
     ip: Annotated[str, Form(max_length=100)] = "",
     helo: Annotated[str, Form(max_length=255)] = "",
     label: Annotated[str, Form(max_length=100)] = "",
-    csrf: Annotated[str | None, Form()] = None,
 ) -> Response:
-    site = site_of(request)
-    await site.require_admin(request)
-    await site.require_csrf(request, csrf)
     try:
         address = str(parse_ip(ip.strip()))
     except ValueError:
         entries = await site.store.fleet_list()
         return site.page(request, "servers.html", 400, entries=entries, error=f"{ip!r} is not an IP address.")
     await site.store.fleet_add(FleetEntry(address, helo.strip() or None, label.strip()))
-    log.info("%s watches %s (%s)", request.session.get("user"), address, label)
+    log.info("%s watches %s (%s)", user, address, label)
     return RedirectResponse("/servers", status_code=303)
 
 
 @router.post("/servers/{ip}/remove", include_in_schema=False)
-async def servers_remove(request: Request, ip: str, csrf: Annotated[str | None, Form()] = None) -> Response:
-    site = site_of(request)
-    await site.require_admin(request)
-    await site.require_csrf(request, csrf)
+async def servers_remove(ip: str, site: SiteDep, user: AdminDep, _csrf: CsrfDep) -> Response:
     await site.store.fleet_remove(ip)
-    log.info("%s stopped watching %s", request.session.get("user"), ip)
+    log.info("%s stopped watching %s", user, ip)
     return RedirectResponse("/servers", status_code=303)
 
 
 @router.post("/servers/{ip}/accept", include_in_schema=False)
-async def servers_accept(request: Request, ip: str, csrf: Annotated[str | None, Form()] = None) -> Response:
-    site = site_of(request)
-    user = await site.require_admin(request)
-    await site.require_csrf(request, csrf)
+async def servers_accept(ip: str, site: SiteDep, user: AdminDep, _csrf: CsrfDep) -> Response:
     try:
         accepted = await accept_server(site.store, ip, datetime.now(UTC))
     except LookupError:
@@ -124,9 +111,7 @@ async def servers_accept(request: Request, ip: str, csrf: Annotated[str | None, 
 
 
 @router.get("/servers/{ip}", response_class=HTMLResponse, include_in_schema=False)
-async def server_page(request: Request, ip: str, span: str = "") -> HTMLResponse:
-    site = site_of(request)
-    await site.require_admin(request)
+async def server_page(request: Request, ip: str, site: SiteDep, _user: AdminDep, span: str = "") -> HTMLResponse:
     entry = await site.store.fleet_get(ip)
     if entry is None:
         raise Refused(404, f"{ip} is not watched.")
@@ -158,24 +143,21 @@ async def whitelist_page(request: Request, status: int = 200, error: str | None 
 
 
 @router.get("/whitelist", response_class=HTMLResponse, include_in_schema=False)
-async def whitelist(request: Request) -> HTMLResponse:
-    site = site_of(request)
-    await site.require_admin(request)
+async def whitelist(request: Request, _user: AdminDep) -> HTMLResponse:
     return await whitelist_page(request)
 
 
 @router.post("/whitelist", include_in_schema=False)
 async def whitelist_add(
     request: Request,
+    site: SiteDep,
+    user: AdminDep,
+    _csrf: CsrfDep,
     target: Annotated[str, Form(max_length=300)] = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
     ticket: Annotated[str, Form(max_length=100)] = "",
     expires: Annotated[str, Form(max_length=50)] = "",
-    csrf: Annotated[str | None, Form()] = None,
 ) -> Response:
-    site = site_of(request)
-    user = await site.require_admin(request)
-    await site.require_csrf(request, csrf)
     now = datetime.now(UTC)
     try:
         if not reason.strip():
@@ -190,10 +172,7 @@ async def whitelist_add(
 
 
 @router.post("/whitelist/{entry_id}/remove", include_in_schema=False)
-async def whitelist_remove(request: Request, entry_id: int, csrf: Annotated[str | None, Form()] = None) -> Response:
-    site = site_of(request)
-    user = await site.require_admin(request)
-    await site.require_csrf(request, csrf)
+async def whitelist_remove(entry_id: int, site: SiteDep, user: AdminDep, _csrf: CsrfDep) -> Response:
     await site.store.whitelist_remove_id(entry_id)
     log.info("%s removed whitelist entry #%d", user, entry_id)
     return RedirectResponse("/whitelist", status_code=303)
@@ -203,14 +182,14 @@ async def whitelist_remove(request: Request, entry_id: int, csrf: Annotated[str 
 @router.get("/decisions", response_class=HTMLResponse, include_in_schema=False)
 async def decisions(
     request: Request,
+    site: SiteDep,
+    _user: AdminDep,
     ip: Annotated[str, Query(max_length=100)] = "",
     sender: Annotated[str, Query(max_length=320)] = "",
     helo: Annotated[str, Query(max_length=255)] = "",
     since: Annotated[str, Query(max_length=50)] = "24h",
     until: Annotated[str, Query(max_length=50)] = "",
 ) -> HTMLResponse:
-    site = site_of(request)
-    await site.require_admin(request)
     form = {"ip": ip, "sender": sender, "helo": helo, "since": since, "until": until}
     try:
         terms = search_terms(ip, sender, helo, since, until, datetime.now(UTC))

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from rdnsgate import __version__
 from rdnsgate.frontends.web.pictures import chain_picture
 from rdnsgate.frontends.web.schema import ReportModel
-from rdnsgate.frontends.web.site import Refused, site_of
+from rdnsgate.frontends.web.site import Refused, SiteDep
 from rdnsgate.monitor.metrics import METRICS, REGISTRY
 from rdnsgate.policy.advice import advise, recheck_after
 from rdnsgate.policy.decide import decide
@@ -31,19 +31,18 @@ class ApiError(BaseModel):
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def home(request: Request) -> HTMLResponse:
-    site = site_of(request)
+async def home(request: Request, site: SiteDep) -> HTMLResponse:
     return site.page(request, "check.html", form={"ip": site.visitor(request), "helo": "", "sender": ""}, result=None)
 
 
 @router.get("/check", response_class=HTMLResponse, include_in_schema=False)
 async def check_page(
     request: Request,
+    site: SiteDep,
     ip: Annotated[str, Query(max_length=100)] = "",
     helo: Annotated[str, Query(max_length=255)] = "",
     sender: Annotated[str, Query(max_length=320)] = "",
 ) -> HTMLResponse:
-    site = site_of(request)
     form = {"ip": ip or site.visitor(request), "helo": helo, "sender": sender}
     if not ip.strip():
         return site.page(request, "check.html", form=form, result=None)
@@ -81,6 +80,7 @@ async def check_page(
 )
 async def api_check(
     request: Request,
+    site: SiteDep,
     ip: Annotated[str, Query(max_length=100, description="The client's IPv4 or IPv6 address.")],
     helo: Annotated[str | None, Query(max_length=255, description="The HELO/EHLO name it announces.")] = None,
     sender: Annotated[
@@ -89,14 +89,12 @@ async def api_check(
 ) -> dict[str, Any]:
     """The chain IP → PTR → A/AAAA → HELO → sender domain, each check's result, what each profile
     would answer, and the fix steps: the same object as `rdnsgate check --json` (docs/check-json.md)."""
-    site = site_of(request)
     report = await site.run_check(request, ip, helo, sender, "api")
     return report_dict(report, {name: decide(report, profile) for name, profile in BUILTIN.items()})
 
 
 @router.get("/healthz", include_in_schema=False)
-async def healthz(request: Request) -> JSONResponse:
-    site = site_of(request)
+async def healthz(site: SiteDep) -> JSONResponse:
     try:
         await asyncio.wait_for(site.store.admin_count(), 5)
     except Exception as exc:
@@ -105,7 +103,6 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    site = site_of(request)
+async def metrics(site: SiteDep) -> Response:
     METRICS.fleet_states = dict(Counter(entry.state for entry in await site.store.fleet_list()))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

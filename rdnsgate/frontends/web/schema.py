@@ -8,7 +8,9 @@ validates every answer against them, and the check scenarios validate what
 
 from __future__ import annotations
 
-from typing import Literal
+import types
+import typing
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,15 +28,24 @@ class MxRecord(_Strict):
 
 class LookupModel(_Strict):
     name: str = Field(description="the name asked, lower case, no trailing dot")
-    type: Literal["PTR", "A", "AAAA", "MX", "NS", "SOA", "CNAME"]
-    status: Literal["answer", "nxdomain", "nodata", "timeout", "servfail", "refused", "error"]
-    records: list[str] = Field(description="names for PTR and MX, addresses for A/AAAA")
-    ttl: int | None = Field(description="seconds the answer may be cached")
-    mx: list[MxRecord] | None = None
-    cnames: list[str] | None = Field(None, description="the CNAME targets followed, when there were any")
-    negative_ttl: int | None = Field(None, description="RFC 2308 negative TTL (nxdomain/nodata with an SOA)")
-    soa_zone: str | None = None
-    detail: str | None = Field(None, description="what went wrong, for temporary statuses")
+    type: Literal["PTR", "A", "AAAA", "MX", "NS", "SOA", "CNAME"] = Field(description="`PTR`, `A`, `AAAA`, `MX`")
+    status: Literal["answer", "nxdomain", "nodata", "timeout", "servfail", "refused", "error"] = Field(
+        description="`answer`, `nxdomain`, `nodata`, `timeout`, `servfail`, `refused`, `error`"
+    )
+    records: list[str] = Field(description="the answer: names for PTR and MX, addresses for A/AAAA")
+    ttl: int = Field(description="seconds the answer may be cached")
+    mx: list[MxRecord] | None = Field(
+        None,
+        description='MX only: `{"preference": 10, "exchange": "mail.example.org"}`; `exchange` is `""` for a null MX',
+    )
+    cnames: list[str] | None = Field(None, description="present when CNAMEs were followed: the chain of targets")
+    negative_ttl: int | None = Field(
+        None, description="`nxdomain`/`nodata` only, when the reply carried an SOA: the RFC 2308 negative TTL"
+    )
+    soa_zone: str | None = Field(None, description="with `negative_ttl`: the zone whose SOA said so")
+    detail: str | None = Field(
+        None, description="temporary statuses: what went wrong (`no reply from 192.0.2.53:53 within 2.0s`)"
+    )
 
 
 class PtrName(_Strict):
@@ -44,29 +55,33 @@ class PtrName(_Strict):
 
 
 class ChainModel(_Strict):
-    ptr: LookupModel
-    names: list[PtrName]
-    invalid_names: list[str]
-    omitted_names: list[str]
-    confirmed_name: str | None
+    ptr: LookupModel = Field(description="the PTR lookup of the reverse name")
+    names: list[PtrName] = Field(description='each examined PTR name: `{"name", "confirms": bool, "forward": lookup}`')
+    invalid_names: list[str] = Field(description="PTR data that is no valid host name (escaped, see below)")
+    omitted_names: list[str] = Field(description="valid names beyond `max_ptr_names`")
+    confirmed_name: str | None = Field(description="the PTR name that leads back to the IP")
 
 
 class CheckModel(_Strict):
-    result: Result
-    reason: str = Field(description="a reason code of docs/checks.md")
-    detail: str
-    lookups: list[LookupModel]
+    result: Result = Field(description="`pass`, `fail`, `temperror`, `permerror`, `none` (RFC 8601)")
+    reason: str = Field(description="a reason code from docs/checks.md")
+    detail: str = Field(description="the same in plain words")
+    lookups: list[LookupModel] = Field(description="the lookups behind the result")
 
 
 class ProfileAnswer(_Strict):
-    action: Literal["accept", "tag", "tempfail", "reject"]
-    stage: Literal["helo", "mail", "rcpt"] | None
-    code: int | None
-    enhanced: str | None
-    text: str | None
-    close: bool
-    check: str | None
-    headers: list[str]
+    action: Literal["accept", "tag", "tempfail", "reject"] = Field(
+        description="`accept`, `tag`, `tempfail` or `reject`"
+    )
+    stage: Literal["helo", "mail", "rcpt"] | None = Field(
+        description="`helo`, `mail` or `rcpt`: the command whose reply carries the refusal"
+    )
+    code: int | None = Field(description="the SMTP reply code (`450`)")
+    enhanced: str | None = Field(description="its enhanced status code (`4.7.25`)")
+    text: str | None = Field(description="its text")
+    close: bool = Field(description="the connection is closed after the reply")
+    check: str | None = Field(description="the check that caused the refusal")
+    headers: list[str] = Field(description="headers added to accepted mail (`Authentication-Results: ...`)")
 
 
 class AdviceStep(_Strict):
@@ -82,15 +97,53 @@ class Recheck(_Strict):
 class ReportModel(_Strict):
     """One client's chain IP → PTR → A/AAAA → HELO → sender domain, its checks, each profile's answer, the fix."""
 
-    schema_: int = Field(alias="schema", description="1; goes up whenever a field changes meaning")
-    checked_at: str
-    ip: str
-    helo: str | None
-    sender: str | None
-    sender_domain: str | None
-    verdict: Literal["pass", "fail", "temperror"]
-    chain: ChainModel
-    checks: dict[str, CheckModel] = Field(description="iprev, helo, helo-align, sender")
-    profiles: dict[str, ProfileAnswer] = Field(description="classic, postfix, strict, monitor")
-    advice: list[AdviceStep]
-    recheck: Recheck | None
+    schema_: int = Field(alias="schema", description="`1`; goes up whenever a field changes meaning")
+    checked_at: str = Field(description="ISO 8601 time (UTC) of the check")
+    ip: str = Field(description="the client IP, normalised (an IPv4-mapped IPv6 address shows as IPv4)")
+    helo: str | None = Field(description="the HELO name as given")
+    sender: str | None = Field(description='the reverse-path without angle brackets (`""` for `<>`)')
+    sender_domain: str | None = Field(description="the sender's domain in A-labels (`xn--bcher-kva.example`)")
+    verdict: Literal["pass", "fail", "temperror"] = Field(
+        description="`pass`, `fail` or `temperror`: `fail` when any of iprev, helo, sender is `fail` or "
+        "`permerror`; else `temperror` when any is `temperror`; `helo-align` never counts"
+    )
+    chain: ChainModel = Field(description="the reverse-DNS chain, below")
+    checks: dict[str, CheckModel] = Field(description="`iprev`, `helo`, `helo-align`, `sender`: a check object each")
+    profiles: dict[str, ProfileAnswer] = Field(
+        description="`classic`, `postfix`, `strict`, `monitor`: what each would answer"
+    )
+    advice: list[AdviceStep] = Field(description='fix steps: `{"check": "iprev", "text": "..."}`, most important first')
+    recheck: Recheck | None = Field(
+        description='`{"after_seconds": 600, "at": "2026-11-23T10:40:00+00:00"}`: when every negative answer '
+        "behind a failure has expired from resolver caches (the longest negative TTL), or null"
+    )
+
+
+_NAMES = {LookupModel: "lookup", CheckModel: "check object", ChainModel: "object", Recheck: "object"}
+
+
+def _type(annotation: Any) -> str:
+    """A field's type in the words of docs/check-json.md."""
+    args = [item for item in typing.get_args(annotation) if item is not type(None)]
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union) and len(args) == 1:
+        return f"{_type(args[0])} or null"
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return "array of strings" if args == [str] else "array"
+    if origin is dict:
+        return "object"
+    if origin is Literal or annotation is str:
+        return "string"
+    if annotation is int:
+        return "int"
+    if annotation is bool:
+        return "bool"
+    return _NAMES.get(annotation, "object")
+
+
+def fields_markdown(model: type[BaseModel]) -> str:
+    """The field table of one object for docs/check-json.md."""
+    lines = ["| field | type | meaning |", "|---|---|---|"]
+    for name, info in model.model_fields.items():
+        lines.append(f"| `{info.alias or name}` | {_type(info.annotation)} | {info.description or ''} |")
+    return "\n".join(lines)

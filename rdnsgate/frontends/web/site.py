@@ -1,7 +1,8 @@
 """What every page shares: the store and engine, who the visitor is, login, CSRF, rate limits, rendering.
 
 One `Site` per app (``app.state.site``); routes in public.py and admin.py
-reach it with `site_of(request)`.  `Refused` and `Redirect` end a request
+declare what they need as FastAPI dependencies: `SiteDep`, `AdminDep` (the
+logged-in admin) and `CsrfDep` (a checked CSRF token).  `Refused` and `Redirect` end a request
 with an error page (JSON under ``/api/``) or a redirect.
 """
 
@@ -9,21 +10,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Request
+from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from rdnsgate import __version__
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import WebSettings
-from rdnsgate.frontends.web.auth import csrf_ok, csrf_token, fingerprint
+from rdnsgate.frontends.web.auth import csrf_ok, csrf_token
 from rdnsgate.frontends.web.clientip import client_address, parse_networks
 from rdnsgate.frontends.web.ratelimit import RateLimiter
 from rdnsgate.model import Report
 from rdnsgate.monitor.metrics import METRICS
+from rdnsgate.passwords import fingerprint
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.serialize import overall
 from rdnsgate.storage import SqlStore
@@ -117,6 +119,23 @@ class Site:
 def site_of(request: Request) -> Site:
     site: Site = request.app.state.site
     return site
+
+
+async def _admin(request: Request, site: Annotated[Site, Depends(site_of)]) -> str:
+    return await site.require_admin(request)
+
+
+async def _csrf(
+    request: Request, site: Annotated[Site, Depends(site_of)], csrf: Annotated[str | None, Form()] = None
+) -> None:
+    await site.require_csrf(request, csrf)
+
+
+# What a route declares to get them (FastAPI dependencies): the site, the logged-in admin (a GET without a
+# login is sent to /login, anything else gets 403), and a checked CSRF token (the form field "csrf").
+SiteDep = Annotated[Site, Depends(site_of)]
+AdminDep = Annotated[str, Depends(_admin)]
+CsrfDep = Annotated[None, Depends(_csrf)]
 
 
 class _LazyToken:

@@ -1,0 +1,78 @@
+"""What the CLI's commands share: option types, the settings file, and one helper that runs work on the store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from rdnsgate.config import Settings, load_settings
+from rdnsgate.errors import RdnsgateError
+from rdnsgate.frontends.cli.runtime import run_loop, usage_error
+
+if TYPE_CHECKING:
+    from rdnsgate.storage import SqlStore
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Settings file (default: $RDNSGATE_CONFIG, else ./rdnsgate.toml when it exists).",
+        dir_okay=False,
+    ),
+]
+NameserverOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--nameserver",
+        "-n",
+        metavar="HOST[:PORT]",
+        help="Resolver to ask (repeatable); default: the system's (resolv.conf).",
+    ),
+]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the first try of each DNS question.", min=0.05)]
+TriesOpt = Annotated[int, typer.Option(help="Tries per DNS question, rotating over the nameservers.", min=1, max=10)]
+
+
+class Format(StrEnum):
+    """Output format of the audit: one row per address."""
+
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+def settings_from(config: Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
+    path = config
+    if path is None and os.environ.get("RDNSGATE_CONFIG"):
+        path = Path(os.environ["RDNSGATE_CONFIG"])
+    if path is None and Path("rdnsgate.toml").is_file():
+        path = Path("rdnsgate.toml")
+    return load_settings(path, overrides=overrides)
+
+
+def with_store(config: Path | None, work: Callable[[SqlStore], Awaitable[T]]) -> T:
+    """Load the settings, open the store, run `work(store)`, close the store.
+
+    Any RdnsgateError (a settings mistake, a store that cannot be opened, bad
+    input found by `work`) becomes "error: ..." on stderr and exit status 2.
+    """
+    from rdnsgate.storage import open_store  # only the commands that need the store load SQLAlchemy
+
+    async def go() -> T:
+        store = await open_store(settings_from(config).storage.url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return run_loop(go())
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None

@@ -1,0 +1,21 @@
+"""``rdnsgate config``: the effective settings."""
+
+from __future__ import annotations
+
+import typer
+
+from rdnsgate.config import describe
+from rdnsgate.errors import RdnsgateError
+from rdnsgate.frontends.cli.options import ConfigOpt, settings_from
+from rdnsgate.frontends.cli.runtime import usage_error
+
+config_app = typer.Typer(help="The effective settings.", no_args_is_help=True)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective settings (defaults, file, environment) as TOML."""
+    try:
+        typer.echo(describe(settings_from(config)), nl=False)
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
