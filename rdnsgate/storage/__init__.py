@@ -1,4 +1,4 @@
-"""The only SQL: the whitelist and the decision log, in SQLite (default) or PostgreSQL."""
+"""The only SQL: one module per table family (whitelist, decisions, fleet, admins), SQLite or PostgreSQL."""
 
 from rdnsgate.storage.sql import SqlStore, open_store
 

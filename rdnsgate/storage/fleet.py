@@ -1,0 +1,168 @@
+"""The fleet: watched sending servers, their checks' history and their alerts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from rdnsgate.model import FleetEntry
+from rdnsgate.storage.base import Tables, utc
+from rdnsgate.storage.schema import alerts, fleet, fleet_checks
+
+
+class FleetTables(Tables):
+    async def fleet_add(self, entry: FleetEntry) -> tuple[FleetEntry, bool]:
+        """Watch `entry.ip`, or update its HELO and label when it is watched already; True when new."""
+        async with self.engine.begin() as connection:
+            existing = (await connection.execute(sa.select(fleet.c.id).where(fleet.c.ip == entry.ip))).scalar()
+            if existing is None:
+                await connection.execute(
+                    fleet.insert().values(
+                        ip=entry.ip,
+                        helo=entry.helo,
+                        label=entry.label,
+                        state="unknown",
+                        since=utc(entry.since) or datetime.now(UTC),
+                    )
+                )
+            else:
+                await connection.execute(
+                    fleet.update().where(fleet.c.id == existing).values(helo=entry.helo, label=entry.label)
+                )
+            row = (await connection.execute(sa.select(fleet).where(fleet.c.ip == entry.ip))).mappings().one()
+        return _fleet_entry(dict(row)), existing is None
+
+    async def fleet_list(self) -> list[FleetEntry]:
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(sa.select(fleet).order_by(fleet.c.id))).mappings().all()
+        return [_fleet_entry(dict(row)) for row in rows]
+
+    async def fleet_remove(self, ip: str) -> int:
+        async with self.engine.begin() as connection:
+            entry_id = (await connection.execute(sa.select(fleet.c.id).where(fleet.c.ip == ip))).scalar()
+            if entry_id is None:
+                return 0
+            await connection.execute(alerts.delete().where(alerts.c.fleet_id == entry_id))
+            await connection.execute(fleet_checks.delete().where(fleet_checks.c.fleet_id == entry_id))
+            await connection.execute(fleet.delete().where(fleet.c.id == entry_id))
+        return 1
+
+    async def fleet_record(
+        self, entry: FleetEntry, at: datetime, seen: str, detail: str, alert: tuple[str, str] | None
+    ) -> None:
+        """Store one check of `entry` (already carrying its new state), and its alert if any."""
+        assert entry.id is not None
+        async with self.engine.begin() as connection:
+            updated = await connection.execute(
+                fleet.update()
+                .where(fleet.c.id == entry.id)
+                .values(**_tracker_values(entry), last_checked=utc(at), last_chain=entry.last_chain)
+            )
+            if not updated.rowcount:  # removed while it was being checked
+                return
+            await connection.execute(
+                fleet_checks.insert().values(
+                    fleet_id=entry.id,
+                    at=utc(at),
+                    seen=seen,
+                    state=entry.state,
+                    chain=entry.last_chain or {},
+                    detail=detail,
+                )
+            )
+            if alert is not None:
+                await connection.execute(
+                    alerts.insert().values(
+                        fleet_id=entry.id, at=utc(at), before=alert[0], after=alert[1], detail=detail
+                    )
+                )
+
+    async def fleet_save_state(self, entry: FleetEntry) -> None:
+        """Store `entry`'s state, since, last good chain and pending change (an admin's acceptance)."""
+        async with self.engine.begin() as connection:
+            await connection.execute(fleet.update().where(fleet.c.ip == entry.ip).values(**_tracker_values(entry)))
+
+    async def fleet_get(self, ip: str) -> FleetEntry | None:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(sa.select(fleet).where(fleet.c.ip == ip))).mappings().one_or_none()
+        return _fleet_entry(dict(row)) if row is not None else None
+
+    async def fleet_history(
+        self, ip: str, since: datetime | None = None, limit: int = 2000, *, oldest: bool = False
+    ) -> list[dict[str, Any]]:
+        """The stored checks of `ip`, oldest first (the newest `limit` of them; the oldest with `oldest`)."""
+        query = (
+            sa.select(
+                fleet_checks.c.at,
+                fleet_checks.c.seen,
+                fleet_checks.c.state,
+                fleet_checks.c.chain,
+                fleet_checks.c.detail,
+            )
+            .join(fleet, fleet.c.id == fleet_checks.c.fleet_id)
+            .where(fleet.c.ip == ip)
+            .order_by(
+                *(
+                    (fleet_checks.c.at, fleet_checks.c.id)
+                    if oldest
+                    else (fleet_checks.c.at.desc(), fleet_checks.c.id.desc())
+                )
+            )
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(fleet_checks.c.at >= since)
+        async with self.engine.connect() as connection:
+            rows = [dict(row) for row in (await connection.execute(query)).mappings().all()]
+        for row in rows:
+            row["at"] = utc(row["at"])
+        return rows if oldest else rows[::-1]
+
+    async def fleet_prune(self, before: datetime) -> int:
+        """Forget fleet checks older than `before` (alerts stay)."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(fleet_checks.delete().where(fleet_checks.c.at < before))
+        return int(result.rowcount or 0)
+
+    async def fleet_alerts(self, ip: str, limit: int = 50) -> list[dict[str, Any]]:
+        query = (
+            sa.select(alerts.c.at, alerts.c.before, alerts.c.after, alerts.c.detail)
+            .join(fleet, fleet.c.id == alerts.c.fleet_id)
+            .where(fleet.c.ip == ip)
+            .order_by(alerts.c.at.desc(), alerts.c.id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as connection:
+            rows = [dict(row) for row in (await connection.execute(query)).mappings().all()]
+        for row in rows:
+            row["at"] = utc(row["at"])
+        return rows
+
+
+def _tracker_values(entry: FleetEntry) -> dict[str, Any]:
+    """The monitor's state of `entry` as column values."""
+    return {
+        "state": entry.state,
+        "since": utc(entry.since),
+        "last_good": entry.last_good,
+        "candidate": entry.candidate,
+        "candidate_count": entry.candidate_count,
+    }
+
+
+def _fleet_entry(row: dict[str, Any]) -> FleetEntry:
+    return FleetEntry(
+        ip=row["ip"],
+        helo=row["helo"],
+        label=row["label"],
+        state=row["state"],
+        since=utc(row["since"]),
+        last_good=row["last_good"],
+        candidate=row["candidate"],
+        candidate_count=row["candidate_count"],
+        last_checked=utc(row["last_checked"]),
+        last_chain=row["last_chain"],
+        id=row["id"],
+    )

@@ -1,0 +1,69 @@
+"""The whitelist: IP networks and sender domains that skip the checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from rdnsgate.model import WhitelistEntry
+from rdnsgate.storage.base import Tables, utc
+from rdnsgate.storage.schema import whitelist
+
+
+class WhitelistTables(Tables):
+    async def whitelist_add(self, entry: WhitelistEntry) -> tuple[WhitelistEntry, bool]:
+        """Add `entry`, or update the entry for the same IP/network/domain; True when it is new."""
+        created = utc(entry.created_at) or datetime.now(UTC)
+        values = {"reason": entry.reason, "ticket": entry.ticket, "expires_at": utc(entry.expires_at)}
+        async with self.engine.begin() as connection:
+            existing = (
+                await connection.execute(
+                    sa.select(whitelist.c.id).where(whitelist.c.kind == entry.kind, whitelist.c.value == entry.value)
+                )
+            ).scalar_one_or_none()
+            if existing is None:
+                result = await connection.execute(
+                    whitelist.insert().values(kind=entry.kind, value=entry.value, created_at=created, **values)
+                )
+                new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+                return self._entry(
+                    {**values, "id": new_id, "kind": entry.kind, "value": entry.value, "created_at": created}
+                ), True
+            await connection.execute(whitelist.update().where(whitelist.c.id == existing).values(**values))
+            row = (await connection.execute(sa.select(whitelist).where(whitelist.c.id == existing))).mappings().one()
+            return self._entry(dict(row)), False
+
+    async def whitelist_list(self, now: datetime | None = None) -> list[WhitelistEntry]:
+        """Every entry, or only those still active at `now`."""
+        query = sa.select(whitelist).order_by(whitelist.c.id)
+        if now is not None:
+            query = query.where(sa.or_(whitelist.c.expires_at.is_(None), whitelist.c.expires_at > now))
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [self._entry(dict(row)) for row in rows]
+
+    async def whitelist_remove(self, kind: str, value: str) -> int:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                whitelist.delete().where(whitelist.c.kind == kind, whitelist.c.value == value)
+            )
+        return int(result.rowcount or 0)
+
+    async def whitelist_remove_id(self, entry_id: int) -> int:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(whitelist.delete().where(whitelist.c.id == entry_id))
+        return int(result.rowcount or 0)
+
+    @staticmethod
+    def _entry(row: dict[str, Any]) -> WhitelistEntry:
+        return WhitelistEntry(
+            kind=row["kind"],
+            value=row["value"],
+            reason=row["reason"],
+            ticket=row["ticket"],
+            created_at=utc(row["created_at"]),
+            expires_at=utc(row["expires_at"]),
+            id=row["id"],
+        )
