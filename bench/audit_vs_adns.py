@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,12 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import need_root, need_tools, write_section  # noqa: E402
 from bench.zones import NETWORK, broken_kind, zones  # noqa: E402
 from tests.harness.knot import KnotServer  # noqa: E402
 
 ADDRESS = "127.0.53.1"
-MARK_BEGIN = "<!-- audit-benchmark:begin -->"
-MARK_END = "<!-- audit-benchmark:end -->"
+MARK = "audit-benchmark"
 
 
 @dataclass
@@ -116,7 +115,6 @@ def table(adns: Run, ours: Run, runs: int, command: str) -> str:
     cpu = os.cpu_count()
     return "\n".join(
         [
-            MARK_BEGIN,
             f"Measured {datetime.now(UTC):%Y-%m-%d} on {cpu} cores with `{command}`: a cold audit of",
             f"{NETWORK} ({NETWORK.num_addresses:,} addresses, {expected_broken():,} broken) against one knotd,",
             f"best of {runs} runs each, both tools in the same run.",
@@ -126,20 +124,8 @@ def table(adns: Run, ours: Run, runs: int, command: str) -> str:
             f"| `adnslogres -c 100` (adns 1.6, C) | {adns.rate:,.0f} | {adns.cpu_per_1000:.3f} | {adns.wall:.2f} |",
             f"| `rdnsgate audit` | {ours.rate:,.0f} | {ours.cpu_per_1000:.3f} | {ours.wall:.2f} |",
             f"| **ratio rdnsgate / adns** | **{ratio:.3f}×** | {cpu_ratio:.1f}× the CPU | |",
-            MARK_END,
         ]
     )
-
-
-def write_benchmarks(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Audit: rdnsgate vs adns\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> None:
@@ -149,10 +135,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="rdnsgate audit --workers (default: its own)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: adns asks port 53 only, so knotd must bind 127.0.53.1:53")
-    if shutil.which("adnslogres") is None:
-        raise SystemExit("adnslogres is missing: apt-get install adns-tools (make bench does)")
+    need_root("adns asks port 53 only, so knotd must bind 127.0.53.1:53")
+    need_tools(("adnslogres",), "apt-get install adns-tools; make bench does")
     with tempfile.TemporaryDirectory(prefix="rdnsgate-bench-") as tmp:
         workdir = Path(tmp)
         with KnotServer(workdir / "knot", zones(), address=ADDRESS, port=53, udp_workers=2):
@@ -164,10 +148,10 @@ def main() -> None:
         ours = max(our_runs, key=lambda run: run.rate)
         spread = statistics.pstdev(run.rate for run in our_runs) / ours.rate if len(our_runs) > 1 else 0.0
         section = table(adns, ours, args.runs, "make bench")
-        print(section.replace(MARK_BEGIN, "").replace(MARK_END, "").strip())
+        print(section)
         print(f"(rdnsgate run-to-run spread: {spread:.1%})")
         if not args.no_write:
-            write_benchmarks(section)
+            write_section(MARK, "Audit: rdnsgate vs adns", section)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,8 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import need_root, need_tools, run_in_netns, write_section  # noqa: E402
 from tests.harness.knot import KnotServer, Zone  # noqa: E402
-from tests.harness.postfix import PostfixInstance, netns  # noqa: E402
+from tests.harness.postfix import PostfixInstance  # noqa: E402
 from tests.harness.smtp import GatewayProcess, wait_port  # noqa: E402
 
 SINK, GATEWAY, POSTFIX = 2600, 2525, 2526
@@ -215,20 +215,6 @@ def table(ours: float, theirs: float, before: int, idle: int, args: argparse.Nam
     )
 
 
-def write_section(mark: str, title: str, body: str) -> None:
-    """Replace (or append) the BENCHMARKS.md section between ``<!-- mark:begin -->`` and ``<!-- mark:end -->``."""
-    begin, end = f"<!-- {mark}:begin -->", f"<!-- {mark}:end -->"
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -241,32 +227,14 @@ def main() -> None:
     if args.inside:
         inside(args)
         return
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the benchmark makes a network namespace and starts Postfix")
-    for tool in ("postfix", "smtp-source", "smtp-sink", "ip", "knotd"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is missing (make bench-gateway installs postfix, knot, iproute2)")
-    with netns("rdnsgate-bench-gw") as name:
-        command = [
-            "ip",
-            "netns",
-            "exec",
-            name,
-            sys.executable,
-            __file__,
-            "--inside",
-            "--runs",
-            str(args.runs),
-            "--messages",
-            str(args.messages),
-            "--workers",
-            str(args.workers),
-        ]
-        if args.no_write:
-            command.append("--no-write")
-        if args.profile:
-            command += ["--profile", args.profile]
-        subprocess.run(command, check=True)
+    need_root("the benchmark makes a network namespace and starts Postfix")
+    need_tools(
+        ("postfix", "smtp-source", "smtp-sink", "ip", "knotd"), "make bench-gateway installs postfix, knot, iproute2"
+    )
+    forwarded = ["--runs", str(args.runs), "--messages", str(args.messages), "--workers", str(args.workers)]
+    forwarded += ["--no-write"] if args.no_write else []
+    forwarded += ["--profile", args.profile] if args.profile else []
+    run_in_netns("rdnsgate-bench-gw", __file__, forwarded)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway_vs_postfix import smtp_source, write_section, zones  # noqa: E402
+from bench.common import need_root, run_in_netns, write_section  # noqa: E402
+from bench.gateway_vs_postfix import smtp_source, zones  # noqa: E402
 from tests.harness.knot import KnotServer  # noqa: E402
-from tests.harness.postfix import PostfixInstance, netns  # noqa: E402
+from tests.harness.postfix import PostfixInstance  # noqa: E402
 from tests.harness.smtp import wait_port  # noqa: E402
 
 MARK = "policy-benchmark"
@@ -193,27 +194,9 @@ def main() -> None:
     if args.inside:
         inside(args)
         return
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the benchmark makes a network namespace and starts Postfix")
-    with netns("rdnsgate-bench-policy") as name:
-        command = [
-            "ip",
-            "netns",
-            "exec",
-            name,
-            sys.executable,
-            __file__,
-            "--inside",
-            "--runs",
-            str(args.runs),
-            "--messages",
-            str(args.messages),
-            "--seconds",
-            str(args.seconds),
-        ]
-        if args.no_write:
-            command.append("--no-write")
-        subprocess.run(command, check=True)
+    need_root("the benchmark makes a network namespace and starts Postfix")
+    forwarded = ["--runs", str(args.runs), "--messages", str(args.messages), "--seconds", str(args.seconds)]
+    run_in_netns("rdnsgate-bench-policy", __file__, forwarded + (["--no-write"] if args.no_write else []))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""What the three benchmarks share: root and tool checks, a re-run inside a network namespace, BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def need_root(why: str) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit(f"run as root: {why}")
+
+
+def need_tools(tools: Sequence[str], hint: str) -> None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing ({hint})")
+
+
+def run_in_netns(name: str, script: str, arguments: Sequence[str]) -> None:
+    """Run `script` again with `arguments` plus ``--inside``, in a new network namespace called `name`."""
+    from tests.harness.postfix import netns
+
+    with netns(name) as namespace:
+        subprocess.run(["ip", "netns", "exec", namespace, sys.executable, script, "--inside", *arguments], check=True)
+
+
+def write_section(mark: str, title: str, body: str) -> None:
+    """Replace (or append) the BENCHMARKS.md section between ``<!-- mark:begin -->`` and ``<!-- mark:end -->``."""
+    begin, end = f"<!-- {mark}:begin -->", f"<!-- {mark}:end -->"
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
+    BENCHMARKS.write_text(text)
