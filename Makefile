@@ -9,7 +9,7 @@ DEBIAN_RUN_PACKAGES  := knot knot-dnsutils swaks
 DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench bench-gateway bench-policy debian-deps clean
+.PHONY: run test lint typecheck unit quick docs bench bench-gateway bench-policy debian-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +37,25 @@ debian-deps:
 
 lint: $(STAMP)
 	$(BIN)/ruff check rdnsgate tests bench scripts
+	$(BIN)/ruff format --check rdnsgate tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) debian-deps lint typecheck
 	$(BIN)/pytest -q
+
+# The inner loop: the pure tests (no servers, no DNS), in seconds.
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+# Everything but the end-to-end tests marked slow (real Postfix, browser, all services at once).
+quick: $(STAMP) debian-deps
+	$(BIN)/pytest -q -m "not slow"
+
+# Regenerate the parts of docs/ made from the code (settings, reasons, profiles).
+docs: $(STAMP)
+	$(BIN)/python scripts/gendocs.py
 
 bench: $(STAMP) debian-deps
 	$(BIN)/python bench/audit_vs_adns.py

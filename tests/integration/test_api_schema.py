@@ -16,6 +16,8 @@ from tests.harness.knot import KnotServer
 from tests.harness.smtp import GatewayProcess
 from tests.harness.web import web_process, web_settings
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, knot: KnotServer) -> Iterator[GatewayProcess]:

@@ -25,9 +25,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("RDNSGATE_TEST_OUTPUT", ROOT / "test-output")) / "screenshots"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

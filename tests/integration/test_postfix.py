@@ -18,10 +18,13 @@ import pytest
 
 from tests.harness.postfix import netns, run_in
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("postfix") is None or shutil.which("ip") is None,
-    reason="needs root, postfix and iproute2 (make test installs them)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("postfix") is None or shutil.which("ip") is None,
+        reason="needs root, postfix and iproute2 (make test installs them)",
+    ),
+]
 
 GOOD = "127.0.10.1"
 SCENARIOS = [

@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.harness.faultdns import FaultResponder
 from tests.harness.smtp import GatewayProcess, NextHop
 from tests.integration.test_gateway import GOOD, NO_PTR, settings, transact
+
+pytestmark = pytest.mark.slow
 
 
 def test_gateway_web_and_monitor_together(tmp_path: Path, _responder: FaultResponder) -> None:

@@ -345,7 +345,10 @@ def test_anonymous_checks_at_once_are_capped(tmp_path: Path, faults: FaultRespon
         url = f"http://127.0.0.1:{process.web_port}/api/v1/check"
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             slow = pool.submit(httpx.get, url, params={"ip": "192.0.2.2"}, timeout=20)
-            time.sleep(0.5)  # the slow check is waiting for its PTR now
+            deadline = time.monotonic() + 10
+            while not faults.asked("2.2.0.192.in-addr.arpa", "PTR"):  # the slow check is waiting for its PTR now
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
             busy = httpx.get(url, params={"ip": "192.0.2.1"}, timeout=20)
             assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
             assert slow.result().json()["verdict"] == "temperror"
