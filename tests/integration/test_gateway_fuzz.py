@@ -129,10 +129,15 @@ def test_generated_command_lines_never_crash(maildir_gateway: InProcess, lines: 
         for line in lines:
             if line.upper().startswith((b"DATA", b"QUIT", b"STARTTLS")):
                 continue  # they change the conversation's framing; covered by their own tests
-            sock.sendall(line + b"\r\n")
-            reply = read_reply(sock)
+            try:
+                sock.sendall(line + b"\r\n")
+                reply = read_reply(sock)
+            except (ConnectionResetError, BrokenPipeError):
+                # aiosmtpd hangs up on a client that keeps sending junk ("500 Error: too many unrecognized
+                # commands", then close); what this client still had on the wire makes the kernel reset.
+                break
             if not reply:
-                break  # the server may hang up on a client that keeps sending junk
+                break
             assert reply[:1] in b"2345" and b"Traceback" not in reply and b"Error: (" not in reply, reply
     with socket.create_connection(("127.0.0.1", maildir_gateway.port), timeout=10) as sock:
         assert read_reply(sock).startswith(b"220 ")  # still serving
