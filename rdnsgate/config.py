@@ -107,6 +107,10 @@ class GatewaySettings:
     workers: int = setting(
         1, "processes sharing the listening ports (SO_REUSEPORT); `0`: one per core. Session limits apply per worker"
     )
+    drain_seconds: float = setting(
+        30.0,
+        "after SIGTERM: seconds sessions in progress may take to finish; the rest then get `421 4.3.2` and are closed (a second SIGTERM ends them at once)",
+    )
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -124,6 +128,7 @@ class GatewaySettings:
             parse_listen(item, "gateway.listen")
         for key in ("command_timeout", "next_hop_timeout", "whitelist_refresh"):
             _positive(f"gateway.{key}", getattr(self, key))
+        _at_least("gateway.drain_seconds", self.drain_seconds, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class Deadline:
+    """When draining must end: `seconds` from now, or at once after `cut` (a second SIGTERM)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.at = self.loop.time() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self.loop.time())
+
+    def passed(self) -> bool:
+        return self.remaining() <= 0
+
+    def cut(self) -> None:
+        self.at = self.loop.time()
+
+
 class Service(Protocol):
     name: str
 
@@ -39,18 +56,15 @@ class Service(Protocol):
 
     async def finished(self) -> None: ...
 
-    async def drain(self, deadline: float) -> None: ...
+    async def drain(self, deadline: Deadline) -> None: ...
 
     async def stop(self) -> None: ...
 
 
-async def wait_until(task: asyncio.Task[None] | None, deadline: float) -> None:
-    """Wait for `task` to end, but not beyond the loop time `deadline` (the task itself is left alone)."""
-    if task is None:
-        return
-    wait = max(0.0, deadline - asyncio.get_running_loop().time())
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(task), wait)
+async def wait_until(task: asyncio.Task[None] | None, deadline: Deadline) -> None:
+    """Wait for `task` to end, but not beyond `deadline` (the task itself is left alone)."""
+    while task is not None and not task.done() and not deadline.passed():
+        await asyncio.wait({task}, timeout=min(0.1, deadline.remaining()))
 
 
 async def cancel(task: asyncio.Task[None] | None) -> None:

@@ -3,9 +3,10 @@
 `run_services(settings, names)` opens the runtime (the store is migrated
 once, here), builds each named service on it and starts them in order.  The
 first SIGTERM or SIGINT, or a service that ends on its own, stops them all:
-listeners close, sessions in progress get `DRAIN_SECONDS` to finish, then
-every service and the runtime let go of what they hold (queued decisions are
-written first).  A service that ended on its own makes the exit status
+listeners close, sessions in progress get `gateway.drain_seconds` to finish
+(the rest are told ``421 4.3.2``), then every service and the runtime let go
+of what they hold (queued decisions are written first).  A second SIGTERM or
+SIGINT cuts the drain short.  A service that ended on its own makes the exit status
 non-zero.  `run_gateway_processes` forks `gateway.workers` processes that
 share the gateway's ports (SO_REUSEPORT), each with its own runtime.
 """
@@ -22,11 +23,10 @@ from typing import Any
 
 from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import RdnsgateError
-from rdnsgate.runtime import Runtime, Service, cancel, wait_until
+from rdnsgate.runtime import Deadline, Runtime, Service, cancel, wait_until
 
 log = logging.getLogger(__name__)
 
-DRAIN_SECONDS = 30.0
 SERVICES = ("gateway", "policy", "web", "monitor")
 
 
@@ -80,7 +80,7 @@ class MonitorService:
         assert self.task is not None
         await asyncio.shield(self.task)
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: Deadline) -> None:
         self.stopping.set()
         await wait_until(self.task, deadline)
 
@@ -113,14 +113,27 @@ def build(name: str, runtime: Runtime, *, worker: int | None = None) -> Service:
     raise ValueError(f"unknown service {name!r} (one of {', '.join(SERVICES)})")
 
 
-def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
-    """`stop`, or a new event, set by the first SIGTERM or SIGINT."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-            loop.add_signal_handler(signum, stop.set)
-    return stop
+class Signals:
+    """The first SIGTERM/SIGINT sets `stop`; a later one cuts the drain's deadline short."""
+
+    def __init__(self, stop: asyncio.Event | None = None) -> None:
+        self.stop = stop or asyncio.Event()
+        self.deadline: Deadline | None = None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(signum, self._received, signum)
+
+    def _received(self, signum: int) -> None:
+        if not self.stop.is_set():
+            self.stop.set()
+        elif self.deadline is not None and not self.deadline.passed():
+            log.warning("%s again: ending the sessions still open now", signal.Signals(signum).name)
+            self.deadline.cut()
+
+    def draining(self, seconds: float) -> Deadline:
+        self.deadline = Deadline(seconds)
+        return self.deadline
 
 
 async def run_services(
@@ -137,7 +150,8 @@ async def run_services(
             "gateway.workers = %d is for `rdnsgate serve gateway`; `rdnsgate serve` runs one gateway process",
             settings.gateway.workers,
         )
-    stop = stop_on_signals(stop)
+    signals = Signals(stop)
+    stop = signals.stop
     loop = asyncio.get_running_loop()
     runtime = await Runtime.open(settings, migrate=migrate)
     started: list[Service] = []
@@ -159,7 +173,7 @@ async def run_services(
         for task in watchers:
             task.cancel()
     finally:
-        deadline = loop.time() + DRAIN_SECONDS
+        deadline = signals.draining(settings.gateway.drain_seconds)
         await asyncio.gather(*(service.drain(deadline) for service in started), return_exceptions=True)
         for service in reversed(started):
             try:

@@ -34,7 +34,7 @@ from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
 from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder
-from rdnsgate.runtime import Runtime
+from rdnsgate.runtime import Deadline, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class PolicyRunner:
     async def finished(self) -> None:
         await asyncio.Event().wait()  # the service never ends on its own
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: Deadline) -> None:
         for server in self.servers:
             server.close()
 

@@ -83,14 +83,15 @@ def _answer(code: int, message: str) -> Answer:
 
 
 class SmtpTransaction(Transaction):
-    def __init__(self, client: aiosmtplib.SMTP, destination: SmtpDestination) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, destination: SmtpDestination, encoding: str = "ascii") -> None:
         self.client = client
         self.destination = destination
+        self.encoding = encoding  # utf-8 for an SMTPUTF8 transaction (RFC 6531)
         self.accepted = 0
 
     async def rcpt(self, recipient: str) -> Answer:
         try:
-            response = await self.client.rcpt(recipient)
+            response = await self.client.rcpt(recipient, encoding=self.encoding)
         except aiosmtplib.SMTPRecipientRefused as exc:
             return _answer(exc.code, exc.message)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
@@ -186,19 +187,20 @@ class SmtpDestination(Destination):
         return f"smtp://{host}:{self.port}"
 
     async def begin(self, sender: str, options: list[str]) -> Transaction | Answer:
-        forwarded = [item for item in options if item.upper().startswith(("SIZE=", "BODY="))]
+        forwarded = [item for item in options if item.upper().startswith(("SIZE=", "BODY=")) or item == "SMTPUTF8"]
+        encoding = "utf-8" if "SMTPUTF8" in forwarded else "ascii"
         reverse_path = "" if sender.strip() in ("", "<>") else sender
         cached = self._cached()
         if cached is not None:
             try:
-                await cached.mail(reverse_path, options=forwarded)
+                await cached.mail(reverse_path, options=forwarded, encoding=encoding)
             except aiosmtplib.SMTPSenderRefused as exc:
                 self.release(cached)
                 return _answer(exc.code, exc.message)
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 cached.close()  # the cached session went stale: open a fresh one
             else:
-                return SmtpTransaction(cached, self)
+                return SmtpTransaction(cached, self, encoding)
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -210,7 +212,7 @@ class SmtpDestination(Destination):
         try:
             await client.connect()
             await client.ehlo()
-            await client.mail(reverse_path, options=forwarded)
+            await client.mail(reverse_path, options=forwarded, encoding=encoding)
         except aiosmtplib.SMTPSenderRefused as exc:
             client.close()
             return _answer(exc.code, exc.message)
@@ -221,7 +223,7 @@ class SmtpDestination(Destination):
             log.warning("next hop %s not reachable: %s", self.describe(), exc)
             client.close()
             return UNREACHABLE
-        return SmtpTransaction(client, self)
+        return SmtpTransaction(client, self, encoding)
 
 
 # -- Maildir -------------------------------------------------------------------------------------

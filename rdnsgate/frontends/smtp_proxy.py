@@ -39,11 +39,12 @@ from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.headers import authentication_results, printable
 from rdnsgate.policy.session import Policy, WhitelistHolder
 from rdnsgate.policy.session import Session as PolicySession
-from rdnsgate.runtime import Runtime
+from rdnsgate.runtime import Deadline, Runtime
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
+NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
 _DISPATCH_NAMES: dict[type, list[str]] = {}
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
@@ -94,10 +95,14 @@ class Gateway:
         self.trusted = tuple(ipaddress.ip_network(item, strict=False) for item in settings.trusted_proxies)
         self.whitelist: list[WhitelistEntry] = []  # used when no holder is given
         self.holder: WhitelistHolder = whitelist or self
-        self.sessions = 0
         self.per_ip: Counter[str] = Counter()
+        self.open: set[GatewaySMTP] = set()  # the sessions in progress (limits, metrics, the 421 at shutdown)
         self.stats: Counter[str] = Counter()
         self.hooks = _Hooks(self)  # stateless: one for all sessions
+
+    @property
+    def sessions(self) -> int:
+        return len(self.open)
 
     # -- shared helpers ---------------------------------------------------------------------------
     def is_trusted(self, ip: IPAddress | None) -> bool:
@@ -187,7 +192,7 @@ class GatewaySMTP(SMTP):
             cast(asyncio.WriteTransport, transport).write(b"421 4.7.0 Too many connections, try again later\r\n")
             transport.close()
             return
-        gateway.sessions += 1
+        gateway.open.add(self)
         gateway.per_ip[key] += 1
         self.counted_ip = key
         gateway.stats["sessions"] += 1
@@ -204,7 +209,7 @@ class GatewaySMTP(SMTP):
         if self.counted_ip is None:
             return
         gateway = self.gateway
-        gateway.sessions -= 1
+        gateway.open.discard(self)
         gateway.per_ip[self.counted_ip] -= 1
         if gateway.per_ip[self.counted_ip] <= 0:
             del gateway.per_ip[self.counted_ip]
@@ -216,6 +221,17 @@ class GatewaySMTP(SMTP):
                 transaction, state.transaction = state.transaction, None
                 asyncio.get_running_loop().create_task(transaction.abort())
         super().connection_lost(error)
+
+    def shut_down(self) -> None:
+        """The gateway is stopping and this session did not finish in time: 421 and close.
+
+        A message whose DATA the client had not finished is not taken: it got
+        no 250, so the client keeps it and tries again later.
+        """
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            cast(asyncio.WriteTransport, transport).write(b"421 4.3.2 Service shutting down, try again later\r\n")
+            transport.close()
 
     async def push(self, status: Any) -> None:
         await super().push(status)
@@ -314,6 +330,8 @@ class _Hooks:
         if state.awaiting_xclient:  # a trusted proxy that sends mail itself is judged itself
             state.awaiting_xclient = False
             state.session.begin(state.client_ip)
+        if not envelope.smtp_utf8 and not address.isascii():
+            return NEEDS_SMTPUTF8  # RFC 6531 §3.4: a UTF-8 address needs the SMTPUTF8 parameter
         refusal = await state.session.mail(address)
         if refusal is not None:
             return self._refuse(server, refusal)
@@ -329,6 +347,8 @@ class _Hooks:
         if "@" not in address or domain not in gateway.relay_domains:
             gateway.stats["relay_denied"] += 1
             return f"554 5.7.1 <{printable(address, 100)}>: Relay access denied"
+        if not envelope.smtp_utf8 and not address.isascii():
+            return NEEDS_SMTPUTF8
         if len(envelope.rcpt_tos) >= gateway.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
         decision = await state.session.rcpt(address)
@@ -465,13 +485,20 @@ class GatewayService:
     async def finished(self) -> None:
         await asyncio.Event().wait()  # the gateway never ends on its own
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: Deadline) -> None:
+        """No new connections; sessions in progress may finish until `deadline`, then get 421 4.3.2."""
         for server in self.servers:
             server.close()
-        loop = asyncio.get_running_loop()
-        log.info("stopping: no new connections; %d sessions may finish", self.gateway.sessions)
-        while self.gateway.sessions and loop.time() < deadline:
-            await asyncio.sleep(0.1)
+        gateway = self.gateway
+        log.info(
+            "stopping: no new connections; %d sessions may finish within %.0f s", gateway.sessions, deadline.remaining()
+        )
+        while gateway.sessions and not deadline.passed():
+            await asyncio.sleep(min(0.05, deadline.remaining()) or 0)
+        if gateway.open:
+            log.warning("closing %d sessions still open: 421 4.3.2", len(gateway.open))
+        for protocol in list(gateway.open):
+            protocol.shut_down()
 
     async def stop(self) -> None:
         if self._untrack is not None:

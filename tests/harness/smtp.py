@@ -36,6 +36,7 @@ class Received:
     recipients: list[str]
     content: bytes
     peer: str
+    mail_options: list[str] = field(default_factory=list)
 
 
 class _NextHopHandler:
@@ -64,7 +65,13 @@ class _NextHopHandler:
             return "554 5.7.1 Message content rejected"
         with self.hop.lock:
             self.hop.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, session.peer[0])
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    envelope.original_content,
+                    session.peer[0],
+                    list(envelope.mail_options),
+                )
             )
         return "250 2.0.0 Ok: queued as NEXTHOP"
 
@@ -80,7 +87,9 @@ class NextHop:
 
     def start(self) -> NextHop:
         self.port = self.port or free_port(self.host)
-        self.controller = Controller(_NextHopHandler(self), hostname=self.host, port=self.port, ready_timeout=10)
+        self.controller = Controller(
+            _NextHopHandler(self), hostname=self.host, port=self.port, ready_timeout=10, enable_SMTPUTF8=True
+        )
         self.controller.start()
         return self
 

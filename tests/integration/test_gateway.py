@@ -370,6 +370,35 @@ def test_every_message_arrives_once(gateways: dict[str, GatewayProcess], next_ho
 # --- relay, limits ------------------------------------------------------------------------------------
 
 
+def test_internationalised_mail_passes_with_smtputf8(gateways: dict[str, GatewayProcess], next_hop: NextHop) -> None:
+    """RFC 6531: a UTF-8 reverse path and headers reach the next hop with SMTPUTF8; without it: 553 5.6.7."""
+    next_hop.clear()
+    smtp = client(gateways["classic"], GOOD)
+    try:
+        assert smtp.ehlo("good1.example.org")[0] == 250 and smtp.has_extn("smtputf8")
+        body = "From: Bøb <bøb@example.org>\r\nSubject: grüße\r\n\r\nhéllo\r\n".encode()
+        refused = smtp.sendmail("bøb@example.org", ["alice@example.net"], body, mail_options=["SMTPUTF8"])
+        assert refused == {}
+    finally:
+        smtp.quit()
+    [message] = next_hop.received
+    assert message.sender == "bøb@example.org" and "SMTPUTF8" in message.mail_options
+    assert "Subject: grüße".encode() in message.content
+
+    smtp = client(gateways["classic"], GOOD)
+    try:
+        smtp.ehlo("good1.example.org")
+        smtp.command_encoding = "utf-8"
+        assert smtp.docmd("MAIL", "FROM:<bøb@example.org>") == (
+            553,
+            b"5.6.7 Must declare SMTPUTF8 to send unicode address",
+        )
+        assert smtp.docmd("MAIL", "FROM:<bob@example.org>")[0] == 250
+        assert smtp.docmd("RCPT", "TO:<ålice@example.net>")[0] == 553
+    finally:
+        smtp.close()
+
+
 def test_open_relay_refused(gateways: dict[str, GatewayProcess], next_hop: NextHop) -> None:
     next_hop.clear()
     for profile in PROFILES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import ssl
 import struct
@@ -293,5 +294,63 @@ def test_silent_client_is_timed_out_and_sessions_are_capped(
         while (outcome := transact(gateway, source="127.0.10.7", helo="good7.example.org")).stage != "done":
             assert time.monotonic() < deadline, outcome
             time.sleep(0.05)
+    finally:
+        gateway.stop()
+
+
+def _mid_data(port: int) -> socket.socket:
+    """A client that has sent half a message and stopped."""
+    sock = raw(port, GOOD)
+    assert lines(sock).startswith(b"220")
+    sock.sendall(b"EHLO good1.example.org\r\n")
+    assert lines(sock, b"250 HELP\r\n").startswith(b"250")
+    for command, expected in ((b"MAIL FROM:<bob@example.org>", b"250"), (b"RCPT TO:<alice@example.net>", b"250")):
+        sock.sendall(command + b"\r\n")
+        assert lines(sock).startswith(expected)
+    sock.sendall(b"DATA\r\n")
+    assert lines(sock).startswith(b"354")
+    sock.sendall(b"Subject: half\r\n\r\nthe first half of a message, and then nothing\r\n")
+    return sock
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["drain deadline", "second SIGTERM"])
+def test_sigterm_drains_then_421(
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, second_signal: bool
+) -> None:
+    """SIGTERM: no new connections, sessions get gateway.drain_seconds, then 421 4.3.2; a second SIGTERM: at once."""
+    drain = 30.0 if second_signal else 1.0
+    gateway = GatewayProcess(
+        tmp_path, settings(_responder.nameserver, next_hop.url, "classic", f"drain_seconds = {drain}")
+    ).start()
+    next_hop.clear()
+    try:
+        sock = _mid_data(gateway.port)
+        assert gateway.proc is not None
+        started = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not _refused(gateway.port):
+            assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+            time.sleep(0.05)
+        if second_signal:
+            while "sessions may finish" not in gateway.log():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            gateway.proc.send_signal(signal.SIGTERM)
+        sock.settimeout(10)
+        assert lines(sock).startswith(b"421 4.3.2"), gateway.log()
+        assert gateway.proc.wait(10) == 0
+        took = time.monotonic() - started
+        assert took < 5 if second_signal else drain - 0.2 <= took < drain + 5, took
+        assert next_hop.received == []  # the client got no 250: nothing was taken
+        sock.close()
     finally:
         gateway.stop()

@@ -28,7 +28,7 @@ from rdnsgate.errors import ConfigError
 from rdnsgate.frontends.web import admin, public
 from rdnsgate.frontends.web.site import HERE, Redirect, Refused, Site
 from rdnsgate.policy.evaluate import Engine
-from rdnsgate.runtime import Runtime, cancel, wait_until
+from rdnsgate.runtime import Deadline, Runtime, cancel, wait_until
 from rdnsgate.storage import SqlStore
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class WebService:
         assert self.task is not None
         await asyncio.shield(self.task)
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: Deadline) -> None:
         if self.server is None or self.task is None:
             return
         self.server.should_exit = True
