@@ -22,6 +22,7 @@ from rdnsgate.frontends.cli.options import ConfigOpt, settings_from
 from rdnsgate.frontends.cli.runtime import run_loop, usage_error
 
 serve_app = typer.Typer(
+    rich_markup_mode=None,
     help="Run rdnsgate's services; with no sub-command: gateway, web app and monitor in one process.",
     invoke_without_command=True,
 )

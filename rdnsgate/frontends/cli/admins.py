@@ -10,7 +10,7 @@ import typer
 from rdnsgate.frontends.cli.options import ConfigOpt, with_store
 from rdnsgate.frontends.cli.runtime import usage_error
 
-admin_app = typer.Typer(help="Admin logins of the web app.", no_args_is_help=True)
+admin_app = typer.Typer(rich_markup_mode=None, help="Admin logins of the web app.", no_args_is_help=True)
 
 
 @admin_app.command("set-password")

@@ -24,6 +24,7 @@ from rdnsgate.frontends.cli.settings import config_app
 from rdnsgate.frontends.cli.whitelist import whitelist_app
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="rdnsgate",
     help="Keep mail from hosts with broken DNS out, and tell senders exactly what to fix.",
     no_args_is_help=True,

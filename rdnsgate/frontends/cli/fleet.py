@@ -15,7 +15,9 @@ from rdnsgate.model import FleetEntry
 if TYPE_CHECKING:
     from rdnsgate.storage import SqlStore
 
-fleet_app = typer.Typer(help="Your sending servers, watched for broken or drifting DNS.", no_args_is_help=True)
+fleet_app = typer.Typer(
+    rich_markup_mode=None, help="Your sending servers, watched for broken or drifting DNS.", no_args_is_help=True
+)
 
 
 @fleet_app.command("add")

@@ -13,7 +13,9 @@ from rdnsgate.frontends.cli.options import ConfigOpt, with_store
 from rdnsgate.frontends.cli.runtime import usage_error
 from rdnsgate.model import WhitelistEntry
 
-whitelist_app = typer.Typer(help="Senders that skip the checks: IPs, networks, sender domains.", no_args_is_help=True)
+whitelist_app = typer.Typer(
+    rich_markup_mode=None, help="Senders that skip the checks: IPs, networks, sender domains.", no_args_is_help=True
+)
 
 
 @whitelist_app.command("add")
