@@ -107,6 +107,10 @@ class GatewaySettings:
     workers: int = setting(
         1, "processes sharing the listening ports (SO_REUSEPORT); `0`: one per core. Session limits apply per worker"
     )
+    bare_line_ends: str = setting(
+        "normalise",
+        "a bare CR or LF inside a message: `normalise` (made CRLF, as Postfix's `smtpd_forbid_bare_newline = normalize`) or `reject` (`554 5.5.2` at the end of DATA); either way no command can be smuggled past the gateway",
+    )
     drain_seconds: float = setting(
         30.0,
         "after SIGTERM: seconds sessions in progress may take to finish; the rest then get `421 4.3.2` and are closed (a second SIGTERM ends them at once)",
@@ -129,6 +133,8 @@ class GatewaySettings:
         for key in ("command_timeout", "next_hop_timeout", "whitelist_refresh"):
             _positive(f"gateway.{key}", getattr(self, key))
         _at_least("gateway.drain_seconds", self.drain_seconds, 0)
+        if self.bare_line_ends not in ("normalise", "reject"):
+            raise ConfigError(f"gateway.bare_line_ends must be 'normalise' or 'reject', not {self.bare_line_ends!r}")
 
 
 @dataclass(frozen=True, slots=True)

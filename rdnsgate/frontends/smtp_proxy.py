@@ -20,17 +20,28 @@ import secrets
 import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, cast
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import GatewaySettings, parse_listen
 from rdnsgate.errors import ConfigError
-from rdnsgate.frontends.relay import Answer, Destination, Transaction, destination_for
+from rdnsgate.frontends.esmtp import (
+    DSN_MAIL,
+    DSN_RCPT,
+    PASSED_MAIL,
+    content_line,
+    ehlo_keywords,
+    keyword,
+    passed_on,
+    split_parameters,
+    with_enhanced_code,
+)
+from rdnsgate.frontends.relay import LOST, Answer, Destination, Offer, Transaction, destination_for
 from rdnsgate.model import IPAddress, Report, WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decide import Decision
@@ -45,7 +56,9 @@ log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
 NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
+BLOCK = 64 * 1024  # bytes of message content gathered before they go to the destination
 _DISPATCH_NAMES: dict[type, list[str]] = {}
+_TRAILING_DOT = re.compile(r"<(?P<address>[^<>@\s]+@[^<>@\s.](?:[^<>@\s]*[^<>@\s.])?)\.>(?P<rest>(?:[ \t].*)?)\Z")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
     rf"<(?P<address>{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -62,6 +75,7 @@ class SessionState:
     awaiting_xclient: bool = False  # a trusted proxy has not yet said who the client is
     transaction: Transaction | None = None
     accepted: tuple[Report, Decision] | None = None  # the decision that let this transaction's recipients in
+    mail_parameters: list[str] = field(default_factory=list)  # to pass on, as the client wrote them
 
     @property
     def id(self) -> str:
@@ -142,6 +156,9 @@ class GatewaySMTP(SMTP):
         self.state: SessionState | None = None
         self.counted_ip: str | None = None
         self.close_after_reply = False
+        self.offer = Offer()  # what the destination honours, as of this session's EHLO
+        self.raw_arg = ""  # the last MAIL/RCPT argument as the client wrote it (parameters keep their case)
+        self.hello_reply = False  # RFC 2034: no enhanced codes in HELO/EHLO replies
 
     def __dir__(self) -> list[str]:
         """Only the names aiosmtpd looks up by prefix (``auth_``, ``smtp_``).
@@ -162,8 +179,18 @@ class GatewaySMTP(SMTP):
         aiosmtpd parses every MAIL/RCPT argument with the e-mail header parser
         (~10% of a loaded gateway's time); a dot-atom address in angle brackets
         gives the same result with one regular expression (a property test holds
-        the two to each other).  Anything else goes to aiosmtpd.
+        the two to each other).  Anything else goes to aiosmtpd.  A domain with
+        one trailing dot (``<bob@example.org.>``, a root-anchored name) is
+        taken as Postfix takes it, where aiosmtpd's parser would call it malformed.
         """
+        address, rest = self._parse_path(arg)
+        if address is None and arg and (dotted := _TRAILING_DOT.match(arg)) is not None:
+            inner, rest = self._parse_path(f"<{dotted['address']}>{dotted['rest']}")
+            if inner:
+                return inner + ".", rest
+        return address, rest
+
+    def _parse_path(self, arg: str) -> tuple[str | None, str | None]:
         match = _PLAIN_PATH.match(arg) if arg else None
         if match is None:
             try:
@@ -222,6 +249,16 @@ class GatewaySMTP(SMTP):
                 asyncio.get_running_loop().create_task(transaction.abort())
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        """The client closed its side: end the session now.
+
+        aiosmtpd stops reading but keeps the half-open transport until the
+        command timeout, so a client that connects and hangs up (a port probe)
+        held a session slot, and a draining gateway waited for it, for minutes.
+        """
+        super().eof_received()
+        return False
+
     def shut_down(self) -> None:
         """The gateway is stopping and this session did not finish in time: 421 and close.
 
@@ -234,9 +271,111 @@ class GatewaySMTP(SMTP):
             transport.close()
 
     async def push(self, status: Any) -> None:
+        if self.hello_reply:
+            self.hello_reply = status[3:4] == "-"  # until the last line of the HELO/EHLO reply
+        elif self.session is not None and self.session.extended_smtp:
+            status = with_enhanced_code(status)
         await super().push(status)
         if self.close_after_reply and self.transport is not None:
             self.transport.close()
+
+    # -- ESMTP parameters: passed on as written, DSN only when the destination offers it ---------------
+    def _getparams(self, params: Any) -> dict[str, str | bool] | None:
+        result: dict[str, str | bool] | None = super()._getparams(params)
+        if result is not None and self.offer.dsn:
+            for name in DSN_MAIL | DSN_RCPT:
+                result.pop(name, None)  # aiosmtpd does not know them; the next hop does
+        return result
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self.raw_arg = arg or ""
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self.raw_arg = arg or ""
+        await super().smtp_RCPT(arg)
+
+    def written_parameters(self, prefix: str) -> list[str]:
+        """The parameters of the current MAIL (prefix FROM:) or RCPT (TO:) argument, in the client's case."""
+        arg = self._strip_command_keyword(prefix, self.raw_arg)
+        _address, rest = self._getaddr(arg) if arg else (None, None)
+        return split_parameters(rest or "")
+
+    # -- DATA, streamed to the destination ---------------------------------------------------------------
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """Like aiosmtpd's DATA, but each block of lines goes to the destination as it arrives.
+
+        The message is never held whole: lines are read, made content
+        (`esmtp.content_line`), gathered into blocks of `BLOCK` bytes and
+        written to the transaction.  The end of data is only CRLF.CRLF.  A
+        message over the size limit, with a line over the line limit, or (with
+        ``bare_line_ends = "reject"``) with a bare CR or LF is read to its end
+        and refused; the destination never gets its final dot.
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        hooks, state = self.gateway.hooks, self.state
+        assert state is not None
+        opened = await hooks.open_data(self, state)
+        if opened is not None:
+            await self.push(opened)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        transaction = state.transaction
+        assert transaction is not None
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        problem, size, bare = "", 0, False
+        limit = self.data_size_limit or 0
+        reject_bare = self.gateway.settings.bare_line_ends == "reject"
+        block = bytearray(hooks.headers(self, state))
+        while self.transport is not None:
+            try:
+                raw = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                problem = problem or "500 5.5.6 Line too long (see RFC 5321 4.5.3.1.6)"
+                await self._reader.readexactly(exc.consumed)
+                continue
+            except asyncio.IncompleteReadError:
+                break
+            if raw == b".\r\n":
+                break
+            size += len(raw)
+            if limit and size > limit:
+                problem = problem or "552 5.3.4 Message size exceeds fixed maximum message size"
+            if problem:
+                continue  # read to the end; nothing more goes out
+            line, found = content_line(raw)
+            bare = bare or found
+            if found and reject_bare:
+                problem = "554 5.5.2 Message has a bare CR or LF; lines must end in CRLF"
+                continue
+            block += line
+            if len(block) >= BLOCK:
+                self._reset_timeout()  # a big message may take longer than one command's timeout
+                try:
+                    await transaction.write(bytes(block))
+                except OSError:
+                    problem = str(LOST)
+                block.clear()
+        if self.transport is None:  # the client went away: connection_lost aborts the transaction
+            return
+        if not problem:
+            try:
+                await transaction.write(bytes(block))
+            except OSError:
+                problem = str(LOST)
+        block.clear()
+        status = await hooks.end_data(self, state, problem, bare)
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
 
     # -- XCLIENT (Postfix's, from trusted proxies only) ----------------------------------------------
     async def smtp_XCLIENT(self, arg: str | None) -> None:
@@ -309,18 +448,27 @@ class _Hooks:
 
     async def handle_HELO(self, server: GatewaySMTP, session: Session, envelope: Envelope, hostname: str) -> str:
         refusal = await self._helo(server, session, hostname)
+        server.offer = self.gateway.destination.offer()
         return refusal or f"250 {server.hostname}"
 
     async def handle_EHLO(
         self, server: GatewaySMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         refusal = await self._helo(server, session, hostname)
+        server.hello_reply = refusal is None
         if refusal is not None:
             return [refusal]
+        gateway = self.gateway
+        offer = server.offer = gateway.destination.offer()
+        keywords, server.data_size_limit = ehlo_keywords(
+            gateway.settings.max_message_size, offer.size, offer.eightbit, offer.smtputf8, offer.dsn
+        )
+        lines = [responses[0], *(f"250-{item}" for item in keywords)]
+        lines += [item for item in responses if item.startswith("250-STARTTLS")]
         peer = session.peer
-        if self.gateway.is_trusted(parse_ip(peer[0]) if peer else None) and not self.gateway.settings.proxy_protocol:
-            responses.insert(-1, "250-XCLIENT ADDR NAME HELO PROTO")
-        return responses
+        if gateway.is_trusted(parse_ip(peer[0]) if peer else None) and not gateway.settings.proxy_protocol:
+            lines.append("250-XCLIENT ADDR NAME HELO PROTO")
+        return [*lines, "250 HELP"]
 
     async def handle_MAIL(
         self, server: GatewaySMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -332,9 +480,16 @@ class _Hooks:
             state.session.begin(state.client_ip)
         if not envelope.smtp_utf8 and not address.isascii():
             return NEEDS_SMTPUTF8  # RFC 6531 §3.4: a UTF-8 address needs the SMTPUTF8 parameter
+        parameters = server.written_parameters("FROM:")
+        keywords = {keyword(item) for item in parameters}
+        if envelope.smtp_utf8 and not server.offer.smtputf8:
+            return "555 5.5.4 SMTPUTF8 is not offered: the next hop does not take it"
+        if "BODY" in keywords and "BODY=8BITMIME" in options and not server.offer.eightbit:
+            return "555 5.5.4 BODY=8BITMIME is not offered: the next hop does not take it"
         refusal = await state.session.mail(address)
         if refusal is not None:
             return self._refuse(server, refusal)
+        state.mail_parameters = passed_on(parameters, PASSED_MAIL)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -357,27 +512,46 @@ class _Hooks:
         report = await state.session.report()
         state.accepted = (report, decision)
         if state.transaction is None:
-            begun = await gateway.destination.begin(envelope.mail_from or "", list(envelope.mail_options))
+            begun = await gateway.destination.begin(envelope.mail_from or "", state.mail_parameters)
             if isinstance(begun, Answer):
                 return str(begun)
             state.transaction = begun
-        answer = await state.transaction.rcpt(address)
+        answer = await state.transaction.rcpt(address, passed_on(server.written_parameters("TO:"), DSN_RCPT))
         if answer.ok:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
         return str(answer)
 
-    async def handle_DATA(self, server: GatewaySMTP, session: Session, envelope: Envelope) -> str:
-        gateway, state = self.gateway, self._state(server)
-        transaction, state.transaction = state.transaction, None
-        if transaction is None or not envelope.rcpt_tos or state.accepted is None:
+    async def open_data(self, server: GatewaySMTP, state: SessionState) -> str | None:
+        """DATA: None when the destination waits for the content, else the reply that refuses it."""
+        transaction = state.transaction
+        if transaction is None or state.accepted is None:
             return "554 5.5.1 No valid recipients"
+        refused = await transaction.open_data()
+        if refused is not None:
+            state.transaction = None
+            return str(refused)
+        return None
+
+    def headers(self, server: GatewaySMTP, state: SessionState) -> bytes:
+        assert state.accepted is not None and server.session is not None
+        return self._headers(server, server.session, state, state.accepted[0])
+
+    async def end_data(self, server: GatewaySMTP, state: SessionState, problem: str, bare: bool) -> str:
+        """The end of data: the destination's answer, or `problem` (the transaction is then abandoned)."""
+        gateway = self.gateway
+        transaction, state.transaction = state.transaction, None
+        assert transaction is not None and state.accepted is not None and server.envelope is not None
+        if bare:
+            gateway.stats["bare_line_ends"] += 1
+        if problem:
+            await transaction.abort()
+            gateway.stats["messages_refused_by_gateway"] += 1
+            return problem
+        answer = await transaction.end()
         report, decision = state.accepted  # nothing the checks see has changed since RCPT
-        content = envelope.original_content or b""
-        message = self._headers(server, session, state, report) + content
-        answer = await transaction.data(message)
         gateway.count(decision)
-        state.session.record(report, decision, list(envelope.rcpt_tos))
+        state.session.record(report, decision, list(server.envelope.rcpt_tos))
         gateway.stats["messages_accepted" if answer.ok else "messages_refused_by_next_hop"] += 1
         return str(answer)
 
@@ -473,6 +647,7 @@ class GatewayService:
         await self.runtime.load_whitelist()
         self.runtime.refresh_whitelist(settings.whitelist_refresh)
         self._untrack = METRICS.track(gateways=gateway)
+        await gateway.destination.probe()  # learn what the next hop offers, so EHLO promises no more
         self.servers = await serve(gateway, self.listen, reuse_port=self.worker is not None)
         log.info(
             "rdnsgate gateway%s ready: profile %s, next hop %s, relay domains %s",

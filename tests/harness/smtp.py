@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from tests.harness.knot import free_port
 
@@ -37,11 +38,48 @@ class Received:
     content: bytes
     peer: str
     mail_options: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)  # MAIL and RCPT arguments as the gateway wrote them
+
+
+class _DsnSMTP(SMTP):
+    """aiosmtpd that offers DSN (RFC 3461) and keeps every MAIL/RCPT argument as written, to check pass-through."""
+
+    def _getparams(self, params: Any) -> Any:
+        result = super()._getparams(params)
+        if result is not None:
+            for name in ("RET", "ENVID", "NOTIFY", "ORCPT"):
+                result.pop(name, None)
+        return result
+
+    async def smtp_MAIL(self, arg: Any) -> None:
+        self.commands = [f"MAIL {arg}"]
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: Any) -> None:
+        self.commands = [*getattr(self, "commands", []), f"RCPT {arg}"]
+        await super().smtp_RCPT(arg)
+
+
+class _NextHopController(Controller):
+    def __init__(self, *args: Any, dsn: bool, **kwargs: Any) -> None:
+        self.dsn = dsn
+        super().__init__(*args, **kwargs)
+
+    def factory(self) -> SMTP:
+        if not self.dsn:
+            return super().factory()
+        return _DsnSMTP(self.handler, **self.SMTP_kwargs)
 
 
 class _NextHopHandler:
     def __init__(self, hop: NextHop) -> None:
         self.hop = hop
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> Any:
+        session.host_name = hostname
+        if self.hop.dsn:
+            responses.insert(-1, "250-DSN")
+        return responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         local = address.split("@", 1)[0].lower()
@@ -71,6 +109,7 @@ class _NextHopHandler:
                     envelope.original_content,
                     session.peer[0],
                     list(envelope.mail_options),
+                    list(getattr(server, "commands", [])),
                 )
             )
         return "250 2.0.0 Ok: queued as NEXTHOP"
@@ -81,14 +120,20 @@ class NextHop:
     host: str = "127.0.0.1"
     port: int = 0
     stall_seconds: float = 5.0
+    dsn: bool = False  # offer DSN and keep the MAIL/RCPT arguments as written
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
 
     def start(self) -> NextHop:
         self.port = self.port or free_port(self.host)
-        self.controller = Controller(
-            _NextHopHandler(self), hostname=self.host, port=self.port, ready_timeout=10, enable_SMTPUTF8=True
+        self.controller = _NextHopController(
+            _NextHopHandler(self),
+            hostname=self.host,
+            port=self.port,
+            ready_timeout=10,
+            enable_SMTPUTF8=True,
+            dsn=self.dsn,
         )
         self.controller.start()
         return self

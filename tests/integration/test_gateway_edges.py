@@ -354,3 +354,21 @@ def test_sigterm_drains_then_421(
         sock.close()
     finally:
         gateway.stop()
+
+
+def test_a_client_that_hangs_up_frees_its_session(
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop
+) -> None:
+    """Port probes (connect, close) must not keep session slots until the command timeout."""
+    text = settings(_responder.nameserver, next_hop.url, "classic", "max_sessions = 2\nmax_sessions_per_ip = 2")
+    gateway = GatewayProcess(tmp_path, text).start()
+    try:
+        for _ in range(5):
+            socket.create_connection(("127.0.0.1", gateway.port), timeout=5).close()
+        deadline = time.monotonic() + 5
+        while (outcome := transact(gateway)).stage != "done":
+            assert time.monotonic() < deadline, outcome  # 421 4.7.0 here meant the probes still held slots
+            time.sleep(0.05)
+    finally:
+        gateway.stop()
+    assert "0 sessions may finish" in gateway.log()
