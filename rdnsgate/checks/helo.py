@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from rdnsgate.checks.iprev import forward_type, holds_address
-from rdnsgate.checks.names import is_bare_ip, is_fqdn, is_hostname, normalize, parse_address_literal
+from rdnsgate.checks.names import (
+    is_bare_ip,
+    is_fqdn,
+    is_hostname,
+    is_postfix_hostname,
+    normalize,
+    parse_address_literal,
+)
 from rdnsgate.model import Check, CheckResult, IPAddress, IprevReport, Lookup, Result, Status
 
 MAX_HELO = 255
@@ -24,11 +31,12 @@ REASONS = {
     "literal": "pass: a valid address literal such as [192.0.2.1]",
     "bare-ip": "fail: an IP address without the brackets of a literal",
     "invalid": "permerror: not an RFC 1123 host name, or a broken literal",
+    "underscore": "permerror: an existing name with `_` in a label: not RFC 1123, but Postfix takes it",
     "not-fqdn": "fail: a single label such as localhost",
     "exists": "pass: the name has an A or AAAA record",
     "unknown": "fail: the name does not exist",
     "no-address": "fail: the name exists but has no A, AAAA or MX record",
-    "mx-only": "fail: the name has an MX record but no address (Postfix accepts it)",
+    "mx-only": "fail: the name has an MX record (a null MX too) but no address (Postfix accepts it)",
     "helo-lookup": "temperror: a lookup of the name failed temporarily",
 }
 ALIGN_REASONS = {
@@ -50,6 +58,7 @@ class Form(StrEnum):
     INVALID = "invalid"  # no RFC 1123 host name, or a broken literal
     NOT_FQDN = "not-fqdn"  # a single label
     NAME = "name"  # a syntactically valid FQDN: needs lookups
+    UNDERSCORE = "underscore"  # an FQDN but for `_` in a label (Postfix takes it): looked up, then judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +69,7 @@ class HeloForm:
 
     @property
     def needs_lookup(self) -> bool:
-        return self.form is Form.NAME
+        return self.form in (Form.NAME, Form.UNDERSCORE)
 
 
 def classify_helo(helo: str | None) -> HeloForm:
@@ -86,6 +95,8 @@ def classify_helo(helo: str | None) -> HeloForm:
         return HeloForm(Form.BARE_IP, text)
     name = normalize(text)
     if not is_hostname(name):
+        if is_postfix_hostname(name) and "." in name:
+            return HeloForm(Form.UNDERSCORE, name)
         return HeloForm(Form.INVALID, text)
     if not is_fqdn(name):
         return HeloForm(Form.NOT_FQDN, name)
@@ -130,6 +141,18 @@ def evaluate_helo(
     if form.form is Form.NOT_FQDN:
         return _helo(Result.FAIL, "not-fqdn", f"{form.name!r} is not a fully-qualified domain name")
 
+    found = _existence(form, a, aaaa, mx)
+    if form.form is Form.UNDERSCORE and found.reason in ("exists", "mx-only"):
+        return _helo(
+            Result.PERMERROR,
+            "underscore",
+            f"{form.name!r} has '_' in a label, which RFC 1123 host names may not (it exists: {found.detail})",
+            found.lookups,
+        )
+    return found
+
+
+def _existence(form: HeloForm, a: Lookup | None, aaaa: Lookup | None, mx: Lookup | None) -> CheckResult:
     lookups = _present((a, aaaa, mx))
     addresses = [item for item in (a, aaaa) if item is not None and item.status is Status.ANSWER]
     if addresses:
@@ -145,8 +168,9 @@ def evaluate_helo(
             f"the {temporary.qtype} lookup of {form.name} failed temporarily ({temporary.status}: {temporary.detail})",
             lookups,
         )
-    if mx is not None and mx.status is Status.ANSWER and any(item.exchange for item in mx.mx):
-        hosts = ", ".join(item.exchange for item in mx.mx if item.exchange)
+    if mx is not None and mx.status is Status.ANSWER and mx.mx:
+        # Any MX counts, a null MX ("MX 0 .") too: Postfix's reject_unknown_helo_hostname wants "no A or MX".
+        hosts = ", ".join(item.exchange or ". (null MX)" for item in mx.mx)
         return _helo(Result.FAIL, "mx-only", f"{form.name} has no A or AAAA record, only MX ({hosts})", lookups)
     return _helo(Result.FAIL, "no-address", f"{form.name} exists but has no A or AAAA record", lookups)
 
@@ -163,7 +187,7 @@ def evaluate_alignment(
         if form.literal == ip:
             return _align(Result.PASS, "literal", f"{form.name} is the client's address")
         return _align(Result.FAIL, "literal-mismatch", f"{form.name} is not the client's address {ip}")
-    if form.form is not Form.NAME:
+    if form.form not in (Form.NAME, Form.UNDERSCORE):
         return _align(Result.NONE, "not-checked", "no usable HELO name to compare")
     if iprev.confirmed_name is not None and iprev.confirmed_name == form.name:
         return _align(Result.PASS, "ptr-name", f"{form.name} is the client's confirmed PTR name")

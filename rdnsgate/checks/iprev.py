@@ -23,7 +23,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rdnsgate.checks.names import is_hostname, normalize
+from rdnsgate.checks.names import is_postfix_hostname, normalize
 from rdnsgate.model import (
     Check,
     CheckResult,
@@ -64,7 +64,7 @@ def names_to_examine(ptr: Lookup, max_names: int = DEFAULT_MAX_PTR_NAMES) -> Ptr
     """Split the PTR data into names to look up, invalid names, and the overflow."""
     if ptr.status is Status.ANSWER and len(ptr.records) == 1:  # the common case, cheaply
         name = normalize(ptr.records[0])
-        return PtrNames((name,), (), ()) if is_hostname(name) else PtrNames((), (name,), ())
+        return PtrNames((name,), (), ()) if is_postfix_hostname(name) else PtrNames((), (name,), ())
     valid: list[str] = []
     invalid: list[str] = []
     seen: set[str] = set()
@@ -74,7 +74,7 @@ def names_to_examine(ptr: Lookup, max_names: int = DEFAULT_MAX_PTR_NAMES) -> Ptr
             if name in seen:
                 continue
             seen.add(name)
-            (valid if is_hostname(name) else invalid).append(name)
+            (valid if is_postfix_hostname(name) else invalid).append(name)
     return PtrNames(tuple(valid[:max_names]), tuple(invalid), tuple(valid[max_names:]))
 
 

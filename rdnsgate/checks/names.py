@@ -17,6 +17,8 @@ MAX_LABEL = 63
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\Z")
+_LABEL_UNDERSCORE = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME_UNDERSCORE = re.compile(rf"(?:{_LABEL_UNDERSCORE}\.)*{_LABEL_UNDERSCORE}\Z")
 
 
 def normalize(name: str) -> str:
@@ -33,6 +35,17 @@ def is_hostname(name: str) -> bool:
     that ``192.0.2.1`` is no host name).
     """
     if not name or len(name) > MAX_NAME or not _HOSTNAME.match(name):
+        return False
+    return not name.rpartition(".")[2].isdigit()
+
+
+def is_postfix_hostname(name: str) -> bool:
+    """A host name as Postfix's ``valid_hostname()`` takes it: RFC 1123, but `_` allowed in labels.
+
+    DNS itself allows `_`; many PTR and HELO names in the wild carry one, and
+    Postfix looks them up like any other name.
+    """
+    if not name or len(name) > MAX_NAME or not _HOSTNAME_UNDERSCORE.match(name):
         return False
     return not name.rpartition(".")[2].isdigit()
 

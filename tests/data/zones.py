@@ -48,9 +48,9 @@ def zones() -> list[Zone]:
     rev4.add("10", "CNAME", "10.0-63.2.0.192.in-addr.arpa.")
     rfc2317.add("10", "PTR", "classless.example.net.")
     net.add("classless", "A", f"{V4}.10")
-    rev4.add("11", "PTR", "bad_name.example.org.")
+    rev4.add("11", "PTR", "-bad11.example.org.")  # a leading hyphen: no host name, never looked up
     rev4.add("12", "PTR", "\\060script\\062alert\\0401\\041\\060/script\\062.example.org.")  # <script>alert(1)</script>
-    rev4.add("13", "PTR", "bad_name13.example.org.").add("13", "PTR", "good13.example.org.")
+    rev4.add("13", "PTR", "-bad13.example.org.").add("13", "PTR", "good13.example.org.")
     org.add("good13", "A", f"{V4}.13")
     rev4.add("14", "PTR", "multi.example.org.")
     org.add("multi", "A", f"{V4}.140").add("multi", "A", f"{V4}.14")
@@ -70,6 +70,8 @@ def zones() -> list[Zone]:
     org.add("host26", "A", f"{V4}.26")
     rev4.add("27", "PTR", "flaky27.example.org.").add("27", "PTR", "good27.example.org.")
     org.add("flaky27", "A", f"{V4}.27").add("good27", "A", f"{V4}.27")
+    rev4.add("29", "PTR", "mail_29.example.org.")  # `_`: not RFC 1123, but DNS and Postfix take it
+    org.add("mail_29", "A", f"{V4}.29")
     rev4.add("28", "PTR", "gone28.example.org.").add("28", "PTR", "noaddr.example.org.")
     rev4.add("30", "PTR", "Mail.Example.ORG.")  # uppercase, same name as .1's but points elsewhere
 
@@ -91,6 +93,7 @@ def zones() -> list[Zone]:
     org.add("txtonly", "TXT", '"exists"')
     org.add("v6name", "AAAA", f"{V6}99")
     org.add("helo-slow", "A", f"{V4}.1")
+    org.add("helo_ok", "A", f"{V4}.1")  # an existing HELO name with `_`
 
     # -- sender domains --------------------------------------------------------------
     org.add("@", "MX", "10 mail.example.org.")
@@ -118,6 +121,8 @@ def zones() -> list[Zone]:
     org.add("slow4", "A", "127.0.10.4")
     loop.add("40", "PTR", "a40-first.example.org.").add("40", "PTR", "b40-second.example.org.")
     org.add("a40-first", "A", f"{V4}.98").add("b40-second", "A", "127.0.10.40")  # only the second confirms
+    loop.add("41", "PTR", "mail_41.example.org.")  # a PTR name with `_` that forward-confirms
+    org.add("mail_41", "A", "127.0.10.41")
     for last in range(5, 40):  # more well-configured clients
         loop.add(str(last), "PTR", f"good{last}.example.org.")
         org.add(f"good{last}", "A", f"127.0.10.{last}")

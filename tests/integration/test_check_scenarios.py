@@ -81,7 +81,7 @@ SCENARIOS = [
         ["192.0.2.11"],
         "fail/invalid-ptr",
         exit=1,
-        extra={"chain.invalid_names": ["bad_name.example.org"]},
+        extra={"chain.invalid_names": ["-bad11.example.org"]},
     ),
     S(
         "v4-xss-ptr",
@@ -94,8 +94,9 @@ SCENARIOS = [
         ["192.0.2.13"],
         "pass/confirmed",
         confirmed="good13.example.org",
-        extra={"chain.invalid_names": ["bad_name13.example.org"]},
+        extra={"chain.invalid_names": ["-bad13.example.org"]},
     ),
+    S("v4-underscore-ptr-confirms", ["192.0.2.29"], "pass/confirmed", confirmed="mail_29.example.org"),
     S("v4-several-addresses", ["192.0.2.14"], "pass/confirmed", confirmed="multi.example.org"),
     S("v4-forward-via-cname", ["192.0.2.15"], "pass/confirmed", confirmed="alias15.example.org"),
     S(
@@ -217,11 +218,27 @@ SCENARIOS = [
     ),
     S(
         "helo-invalid",
-        [C, "--helo", "bad_name.example.org"],
+        [C, "--helo", "-bad.example.org"],
         "pass/confirmed",
         "permerror/invalid",
         exit=1,
         profiles={"classic": ("reject", 501), "postfix": ("reject", 501)},
+    ),
+    S(
+        "helo-underscore-exists",
+        [C, "--helo", "helo_ok.example.org"],
+        "pass/confirmed",
+        "permerror/underscore",
+        exit=1,
+        profiles={"classic": ("reject", 501), "postfix": ("accept", None), "strict": ("reject", 501)},
+    ),
+    S(
+        "helo-underscore-unknown",
+        [C, "--helo", "bad_name.example.org"],
+        "pass/confirmed",
+        "fail/unknown",
+        exit=1,
+        profiles={"classic": ("reject", 501), "postfix": ("reject", 450)},
     ),
     S(
         "helo-unknown",

@@ -169,7 +169,7 @@ MATRIX = {
         },
     ),
     "helo-permerror": (
-        {"helo": "bad_name.example.org"},
+        {"helo": "-bad.example.org"},
         [],
         {
             "classic": ("ehlo", 501, True),

@@ -64,8 +64,11 @@ def test_iprev_rules() -> None:
     assert evaluate_iprev(IP, neg(PTR, "PTR"), {}).result.reason == "no-ptr"
     assert evaluate_iprev(IP, neg(PTR, "PTR", Status.NODATA), {}).result.result is Result.PERMERROR
     assert evaluate_iprev(IP, Lookup(PTR, "PTR", Status.TIMEOUT), {}).result.reason == "ptr-lookup"
-    bad = ans(PTR, "PTR", "bad_name.example.org")
+    bad = ans(PTR, "PTR", "-bad.example.org")
     assert evaluate_iprev(IP, bad, {}).result.reason == "invalid-ptr"
+    under = ans(PTR, "PTR", "mail_1.example.org")  # `_` is DNS, and Postfix looks such names up: so do we
+    confirmed = evaluate_iprev(IP, under, {"mail_1.example.org": ans("mail_1.example.org", "A", "192.0.2.1")})
+    assert (confirmed.result.result, confirmed.confirmed_name) == (Result.PASS, "mail_1.example.org")
     gone = ans(PTR, "PTR", "gone.example.org")
     assert (
         evaluate_iprev(IP, gone, {"gone.example.org": neg("gone.example.org", "A")}).result.reason == "ptr-name-unknown"
@@ -108,7 +111,14 @@ def test_helo_forms() -> None:
     assert classify_helo("[192.0.2.1]").form is Form.LITERAL
     assert classify_helo("192.0.2.1").form is Form.BARE_IP
     assert classify_helo("localhost").form is Form.NOT_FQDN
-    assert classify_helo("bad_name.example").form is Form.INVALID
+    assert classify_helo("bad_name.example").form is Form.UNDERSCORE
+    assert classify_helo("-bad.example").form is Form.INVALID
+    assert classify_helo("bad_name").form is Form.INVALID  # one label with `_`: no FQDN either
+    under = classify_helo("bad_name.example")
+    exists = evaluate_helo(under, ans("bad_name.example", "A", "192.0.2.9"), neg("bad_name.example", "AAAA"))
+    assert (exists.result, exists.reason) == (Result.PERMERROR, "underscore")
+    gone = evaluate_helo(under, neg("bad_name.example", "A"), neg("bad_name.example", "AAAA"))
+    assert (gone.result, gone.reason) == (Result.FAIL, "unknown")
     assert classify_helo("x" * 300).form is Form.INVALID
     assert classify_helo("Mail.Example.org.").name == "mail.example.org"
 
@@ -201,7 +211,7 @@ def test_no_temperror_is_ever_a_5xx(
         mk(name, "MX", hmx, "mx.example.org"),
     )
     helo = evaluate_helo(form, a, aaaa, mx) if form.needs_lookup else evaluate_helo(form)
-    if form.needs_lookup and helo.result in (Result.FAIL, Result.PERMERROR):
+    if form.needs_lookup and helo.result in (Result.FAIL, Result.PERMERROR) and helo.reason != "underscore":
         assert Status.NXDOMAIN in (ha, haaaa, hmx) or not any(s.temporary for s in (ha, haaaa, hmx))
     sform = parse_reverse_path(sender)
     s_mx = mk("example.org", "MX", smx, "mx.example.org")
