@@ -9,7 +9,7 @@ DEBIAN_RUN_PACKAGES  := knot knot-dnsutils swaks
 DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit quick docs bench bench-gateway bench-policy debian-deps clean
+.PHONY: run test lint typecheck unit quick docs bench bench-gateway bench-policy bench-memory debian-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ bench-gateway: $(STAMP) debian-deps
 # As root: Postfix with its own checks vs Postfix asking rdnsgate, and the service's requests/s.
 bench-policy: $(STAMP) debian-deps
 	$(BIN)/python bench/policy_vs_postfix.py
+
+# The gateway's memory while 8 clients each send a 20 MB message at once.
+bench-memory: $(STAMP) debian-deps
+	$(BIN)/python bench/gateway_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

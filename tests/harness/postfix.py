@@ -115,3 +115,17 @@ def run_in(name: str, args: Sequence[str], timeout: float = 600) -> subprocess.C
         text=True,
         timeout=timeout,
     )
+
+
+def spawn_service(service: str, config_text: str, workdir: Path) -> subprocess.Popen[bytes]:
+    """``rdnsgate serve SERVICE`` with `config_text` as its settings, logging to WORKDIR/SERVICE.log (labs)."""
+    root = Path(__file__).resolve().parents[2]
+    config = workdir / f"{service}.toml"
+    config.write_text(config_text)
+    with open(workdir / f"{service}.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rdnsgate", "serve", service.split("-")[0], "--config", str(config)],
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
