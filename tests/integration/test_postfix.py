@@ -223,13 +223,20 @@ def first_refusal(outcome: dict[str, Any]) -> tuple[str, int]:
     return "accepted", 2
 
 
+# Where Postfix's own answer changes from run to run: it confirms only the first PTR name, and the order of
+# a PTR RRset is the resolver's.  rdnsgate examines every name, so its answer is always the accepting one.
+POSTFIX_ORDER_DEPENDENT = {"second-ptr-confirms": ("accepted", 2)}
+
+
 def test_gateway_postfix_profile_answers_as_postfix(lab: dict[str, Any]) -> None:
     """The gateway with the postfix profile refuses in the same class (4xx/5xx) at the same stage as Postfix."""
     differences = {}
     for item in SCENARIOS:
         scenario = item["id"]
         builtin, ours = first_refusal(lab["builtin"][scenario]), first_refusal(lab["gateway"][scenario])
-        if builtin != ours:
+        if scenario in POSTFIX_ORDER_DEPENDENT:
+            assert ours == POSTFIX_ORDER_DEPENDENT[scenario], (scenario, ours)
+        elif builtin != ours:
             differences[scenario] = {"postfix": builtin, "gateway": ours}
     unexpected = {key: value for key, value in differences.items() if key not in GATEWAY_DELIBERATE}
     assert not unexpected, (unexpected, lab["_logs"]["gateway"][-1500:])
