@@ -12,8 +12,8 @@
   (`gateway.bare_line_ends = "normalise"`), so that nothing inside a message can
   end it early at the next hop (SMTP smuggling).  End of data is only
   ``<CRLF>.<CRLF>``.
-- `split_parameters`: ESMTP parameters as the client wrote them (their case
-  kept: ENVID and ORCPT are case-sensitive), for passing on.
+- `passed_on`: the ESMTP parameters to give the next hop, as the client wrote
+  them (their case kept: ENVID and ORCPT are case-sensitive).
 """
 
 from __future__ import annotations
@@ -87,11 +87,6 @@ def content_line(raw: bytes) -> tuple[bytes, bool]:
     if b"\r" not in body and b"\n" not in body:
         return line, False
     return _BARE.sub(b"\r\n", body) + b"\r\n", True
-
-
-def split_parameters(text: str) -> list[str]:
-    """The parameters after an address (``SIZE=10 ENVID=QQ314159``), as written."""
-    return text.split()
 
 
 def keyword(parameter: str) -> str:

@@ -38,7 +38,6 @@ from rdnsgate.frontends.esmtp import (
     ehlo_keywords,
     keyword,
     passed_on,
-    split_parameters,
     with_enhanced_code,
 )
 from rdnsgate.frontends.relay import LOST, Answer, Destination, Offer, Transaction, destination_for
@@ -157,7 +156,7 @@ class GatewaySMTP(SMTP):
         self.counted_ip: str | None = None
         self.close_after_reply = False
         self.offer = Offer()  # what the destination honours, as of this session's EHLO
-        self.raw_arg = ""  # the last MAIL/RCPT argument as the client wrote it (parameters keep their case)
+        self.written: list[str] = []  # the parameters of the last MAIL/RCPT address, as the client wrote them
         self.hello_reply = False  # RFC 2034: no enhanced codes in HELO/EHLO replies
 
     def __dir__(self) -> list[str]:
@@ -182,12 +181,16 @@ class GatewaySMTP(SMTP):
         the two to each other).  Anything else goes to aiosmtpd.  A domain with
         one trailing dot (``<bob@example.org.>``, a root-anchored name) is
         taken as Postfix takes it, where aiosmtpd's parser would call it malformed.
+        The parameters after the address are kept as written in `written`
+        (aiosmtpd hands the hooks upper-cased ones; ENVID and ORCPT are
+        case-sensitive), so MAIL and RCPT are parsed once.
         """
         address, rest = self._parse_path(arg)
         if address is None and arg and (dotted := _TRAILING_DOT.match(arg)) is not None:
             inner, rest = self._parse_path(f"<{dotted['address']}>{dotted['rest']}")
             if inner:
-                return inner + ".", rest
+                address = inner + "."
+        self.written = (rest or "").split() if address else []
         return address, rest
 
     def _parse_path(self, arg: str) -> tuple[str | None, str | None]:
@@ -286,20 +289,6 @@ class GatewaySMTP(SMTP):
             for name in DSN_MAIL | DSN_RCPT:
                 result.pop(name, None)  # aiosmtpd does not know them; the next hop does
         return result
-
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        self.raw_arg = arg or ""
-        await super().smtp_MAIL(arg)
-
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        self.raw_arg = arg or ""
-        await super().smtp_RCPT(arg)
-
-    def written_parameters(self, prefix: str) -> list[str]:
-        """The parameters of the current MAIL (prefix FROM:) or RCPT (TO:) argument, in the client's case."""
-        arg = self._strip_command_keyword(prefix, self.raw_arg)
-        _address, rest = self._getaddr(arg) if arg else (None, None)
-        return split_parameters(rest or "")
 
     # -- DATA, streamed to the destination ---------------------------------------------------------------
     @syntax("DATA")
@@ -480,7 +469,7 @@ class _Hooks:
             state.session.begin(state.client_ip)
         if not envelope.smtp_utf8 and not address.isascii():
             return NEEDS_SMTPUTF8  # RFC 6531 §3.4: a UTF-8 address needs the SMTPUTF8 parameter
-        parameters = server.written_parameters("FROM:")
+        parameters = server.written
         keywords = {keyword(item) for item in parameters}
         if envelope.smtp_utf8 and not server.offer.smtputf8:
             return "555 5.5.4 SMTPUTF8 is not offered: the next hop does not take it"
@@ -516,7 +505,7 @@ class _Hooks:
             if isinstance(begun, Answer):
                 return str(begun)
             state.transaction = begun
-        answer = await state.transaction.rcpt(address, passed_on(server.written_parameters("TO:"), DSN_RCPT))
+        answer = await state.transaction.rcpt(address, passed_on(server.written, DSN_RCPT))
         if answer.ok:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
