@@ -131,7 +131,12 @@ def main() -> None:
                 subprocess.run(["postqueue", "-c", str(sender.config), "-f"], capture_output=True)
                 time.sleep(0.5)
             out["sender_queue"] = queue(sender)
-            received = queue(receiver)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # until the receiver's copies have settled in its deferred queue
+                received = queue(receiver)
+                if all(item["queue_name"] == "deferred" for item in received):
+                    break
+                time.sleep(0.2)
             out["receiver_queue"] = received
             out["postcat"] = {item["queue_id"]: postcat(receiver, item["queue_id"]) for item in received}
             out["logs"] = {
