@@ -19,12 +19,12 @@ from rdnsgate.frontends.cli import app
 from rdnsgate.frontends.cli import main as cli_main
 from rdnsgate.frontends.cli.exits import Exit
 from rdnsgate.frontends.cli.options import ConfigOpt, settings_from
-from rdnsgate.frontends.cli.runtime import run_loop, usage_error
+from rdnsgate.frontends.cli.runtime import new_app, run_loop, usage_error
 
-serve_app = typer.Typer(
-    rich_markup_mode=None,
-    help="Run rdnsgate's services; with no sub-command: gateway, web app and monitor in one process.",
+serve_app = new_app(
+    "Run rdnsgate's services; with no sub-command: gateway, web app and monitor in one process.",
     invoke_without_command=True,
+    no_args_is_help=False,
 )
 
 NameserverOpt = Annotated[list[str] | None, typer.Option(help=setting_help("dns", "nameservers") + "; repeatable.")]

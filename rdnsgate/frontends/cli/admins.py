@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from rdnsgate.frontends.cli.options import ConfigOpt, with_store
-from rdnsgate.frontends.cli.runtime import usage_error
+from rdnsgate.frontends.cli.runtime import new_app, usage_error
 
-admin_app = typer.Typer(rich_markup_mode=None, help="Admin logins of the web app.", no_args_is_help=True)
+admin_app = new_app("Admin logins of the web app.")
 
 
 @admin_app.command("set-password")

@@ -19,16 +19,13 @@ from rdnsgate.frontends.cli.admins import admin_app
 from rdnsgate.frontends.cli.decisions import decisions
 from rdnsgate.frontends.cli.fleet import fleet_app
 from rdnsgate.frontends.cli.options import Format, NameserverOpt, TimeoutOpt, TriesOpt
-from rdnsgate.frontends.cli.runtime import run_loop, tune_gc, usage_error
+from rdnsgate.frontends.cli.runtime import new_app, run_loop, tune_gc, usage_error
 from rdnsgate.frontends.cli.settings import config_app
 from rdnsgate.frontends.cli.whitelist import whitelist_app
 
-app = typer.Typer(
-    rich_markup_mode=None,
+app = new_app(
+    "Keep mail from hosts with broken DNS out, and tell senders exactly what to fix.",
     name="rdnsgate",
-    help="Keep mail from hosts with broken DNS out, and tell senders exactly what to fix.",
-    no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 

@@ -9,15 +9,13 @@ import typer
 
 from rdnsgate.errors import RdnsgateError
 from rdnsgate.frontends.cli.options import ConfigOpt, settings_from, with_store
-from rdnsgate.frontends.cli.runtime import usage_error
+from rdnsgate.frontends.cli.runtime import new_app, usage_error
 from rdnsgate.model import FleetEntry
 
 if TYPE_CHECKING:
     from rdnsgate.storage import SqlStore
 
-fleet_app = typer.Typer(
-    rich_markup_mode=None, help="Your sending servers, watched for broken or drifting DNS.", no_args_is_help=True
-)
+fleet_app = new_app("Your sending servers, watched for broken or drifting DNS.")
 
 
 @fleet_app.command("add")

@@ -7,9 +7,9 @@ import typer
 from rdnsgate.config import describe
 from rdnsgate.errors import RdnsgateError
 from rdnsgate.frontends.cli.options import ConfigOpt, settings_from
-from rdnsgate.frontends.cli.runtime import usage_error
+from rdnsgate.frontends.cli.runtime import new_app, usage_error
 
-config_app = typer.Typer(rich_markup_mode=None, help="The effective settings.", no_args_is_help=True)
+config_app = new_app("The effective settings.")
 
 
 @config_app.command("show")

@@ -10,12 +10,10 @@ import typer
 
 from rdnsgate.errors import RdnsgateError, UsageError
 from rdnsgate.frontends.cli.options import ConfigOpt, with_store
-from rdnsgate.frontends.cli.runtime import usage_error
+from rdnsgate.frontends.cli.runtime import new_app, usage_error
 from rdnsgate.model import WhitelistEntry
 
-whitelist_app = typer.Typer(
-    rich_markup_mode=None, help="Senders that skip the checks: IPs, networks, sender domains.", no_args_is_help=True
-)
+whitelist_app = new_app("Senders that skip the checks: IPs, networks, sender domains.")
 
 
 @whitelist_app.command("add")
