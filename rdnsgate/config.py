@@ -170,11 +170,23 @@ class StorageSettings:
 
     url: str = setting(
         "sqlite:///var/rdnsgate.db",
-        "the database: `sqlite:///PATH` (relative to the working directory), or `postgresql://USER:PASS@HOST/DB` for several nodes sharing one whitelist and log (needs the asyncpg driver; not yet covered by the test suite)",
+        "the database: `sqlite:///PATH` (relative to the working directory), or `postgresql://USER:PASS@HOST[:PORT]/DB` for several nodes sharing one whitelist, decision log and fleet (docs/deploy-multinode.md)",
     )
     decision_queue: int = setting(
-        10_000, "decisions waiting to be written; beyond that they are counted as dropped, never waited for"
+        10_000,
+        "decisions waiting to be written (also while the database is away); beyond that they are counted as dropped and logged once a minute, never waited for",
     )
+    decision_days: int = setting(30, "days decisions are kept; older ones are pruned in small batches every hour")
+    pool_size: int = setting(5, "PostgreSQL: connections each process keeps open")
+    pool_timeout: float = setting(10.0, "PostgreSQL: seconds to wait for a free connection of the pool")
+    pgbouncer: bool = setting(
+        False,
+        "PostgreSQL behind pgbouncer in transaction mode: no prepared statement outlives its transaction (asyncpg `statement_cache_size=0`); whitelist changes then reach other nodes only by `whitelist_refresh` (LISTEN needs a direct connection)",
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("decision_queue", "decision_days", "pool_size", "pool_timeout"):
+            _positive(f"storage.{key}", getattr(self, key))
 
 
 @dataclass(frozen=True, slots=True)

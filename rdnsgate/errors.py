@@ -18,3 +18,7 @@ class UsageError(RdnsgateError):
 
 class ConfigError(RdnsgateError):
     """The configuration cannot be used; the message names the key."""
+
+
+class StoreUnavailable(RdnsgateError):
+    """The database cannot be reached (or answered with an error); the message names it, without a password."""

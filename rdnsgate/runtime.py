@@ -100,7 +100,7 @@ class Runtime:
         """Open the store (bringing its schema up to date unless `migrate` is false) and build the rest."""
         from rdnsgate.storage import open_store
 
-        store = await open_store(settings.storage.url, migrate=migrate)
+        store = await open_store(settings.storage, migrate=migrate)
         resolver = build_resolver(settings.dns)
         decisions = DecisionLog(store, settings.storage.decision_queue)
         decisions.start()

@@ -204,7 +204,7 @@ def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> i
     async def migrate() -> None:
         from rdnsgate.storage import open_store
 
-        store = await open_store(settings.storage.url)
+        store = await open_store(settings.storage)
         await store.close()
 
     runner(migrate())

@@ -10,21 +10,23 @@ to date by Alembic when the store opens.  Times are stored and returned in UTC.
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rdnsgate.config import StorageSettings
+from rdnsgate.errors import StoreUnavailable
 from rdnsgate.storage.admins import AdminTables
-from rdnsgate.storage.base import async_url, upgrade
+from rdnsgate.storage.base import create_engine, shown_url, upgrade
 from rdnsgate.storage.decisions import DecisionTables
 from rdnsgate.storage.fleet import FleetTables
 from rdnsgate.storage.whitelist import WhitelistTables
 
 
 class SqlStore(WhitelistTables, DecisionTables, FleetTables, AdminTables):
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, settings: StorageSettings) -> None:
         self.engine = engine
+        self.settings = settings
+        self.postgresql = engine.dialect.name == "postgresql"
 
     async def migrate(self) -> None:
         async with self.engine.begin() as connection:
@@ -34,20 +36,25 @@ class SqlStore(WhitelistTables, DecisionTables, FleetTables, AdminTables):
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=5000")  # first: the WAL switch itself may wait for another process
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit; safe against crashes
-    cursor.close()
+async def open_store(storage: StorageSettings | str, *, migrate: bool = True) -> SqlStore:
+    """Open the store (settings, or only a URL) and bring its schema up to date.
 
-
-async def open_store(url: str, *, migrate: bool = True) -> SqlStore:
-    """Open the store at `url` and bring its schema up to date."""
-    engine = create_async_engine(async_url(url))
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    store = SqlStore(engine)
+    Raises ConfigError for a URL that cannot be used, StoreUnavailable when
+    the database cannot be reached.
+    """
+    settings = StorageSettings(url=storage) if isinstance(storage, str) else storage
+    store = SqlStore(create_engine(settings), settings)
     if migrate:
-        await store.migrate()
+        try:
+            await store.migrate()
+        except (OSError, TimeoutError, sa.exc.DBAPIError) as exc:
+            await store.close()
+            raise StoreUnavailable(f"cannot open the store {shown_url(settings.url)}: {unavailable(exc)}") from exc
     return store
+
+
+def unavailable(exc: BaseException) -> str:
+    """Why the database failed, in one line (the driver's own message, not SQLAlchemy's wrapping)."""
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__

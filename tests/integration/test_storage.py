@@ -1,13 +1,13 @@
-"""The store on a real SQLite file: migrations, whitelist, decision log."""
+"""The store on a real SQLite file and a real PostgreSQL database: migrations, whitelist, decision log."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from rdnsgate.errors import ConfigError, UsageError
+from rdnsgate.config import StorageSettings
+from rdnsgate.errors import ConfigError, StoreUnavailable, UsageError
 from rdnsgate.model import DecisionRecord, WhitelistEntry
 from rdnsgate.policy.whitelist import match, parse_expiry, parse_target
 from rdnsgate.storage import open_store
@@ -15,8 +15,8 @@ from rdnsgate.storage import open_store
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-async def test_whitelist_round_trip(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path / 'sub' / 'rdnsgate.db'}")
+async def test_whitelist_round_trip(store_url: str) -> None:
+    store = await open_store(store_url)
     try:
         kind, value = parse_target("198.51.100.7")
         entry, created = await store.whitelist_add(
@@ -37,14 +37,14 @@ async def test_whitelist_round_trip(tmp_path: Path) -> None:
         assert await store.whitelist_remove(kind, value) == 0
     finally:
         await store.close()
-    # A second open of the same file runs the migrations again without harm.
-    store = await open_store(f"sqlite:///{tmp_path / 'sub' / 'rdnsgate.db'}")
+    # A second open of the same store runs the migrations again without harm.
+    store = await open_store(store_url)
     assert [item.value for item in await store.whitelist_list()] == ["xn--bcher-kva.example"]
     await store.close()
 
 
-async def test_decision_log_search(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path / 'rdnsgate.db'}")
+async def test_decision_log_search(store_url: str) -> None:
+    store = await open_store(store_url)
     try:
         checks = {"iprev": {"result": "fail", "reason": "ptr-mismatch", "detail": "x"}}
         records = [
@@ -96,10 +96,17 @@ async def test_bad_url() -> None:
         await open_store("mysql://x")
 
 
-async def test_postgresql_without_its_driver_is_a_clear_error() -> None:
-    import importlib.util
+async def test_a_database_away_is_a_clear_error_without_its_password() -> None:
+    from tests.harness.postgres import free_port
 
-    if importlib.util.find_spec("asyncpg") is not None:
-        pytest.skip("asyncpg is installed here")
-    with pytest.raises(ConfigError, match="asyncpg"):
-        await open_store("postgresql://rdnsgate:secret@127.0.0.1/rdnsgate")
+    url = f"postgresql://rdnsgate:secret@127.0.0.1:{free_port()}/rdnsgate"
+    with pytest.raises(
+        StoreUnavailable, match=r"cannot open the store postgresql://rdnsgate:\*\*\*@127.0.0.1"
+    ) as caught:
+        await open_store(url)
+    assert "secret" not in str(caught.value) and "ConnectionRefusedError" in str(caught.value)
+
+
+def test_storage_settings_are_checked_at_load() -> None:
+    with pytest.raises(ConfigError, match=r"storage\.pool_size must be greater than 0"):
+        StorageSettings(pool_size=0)

@@ -66,7 +66,7 @@ def with_store(config: Path | None, work: Callable[[SqlStore], Awaitable[T]]) ->
     from rdnsgate.storage import open_store  # only the commands that need the store load SQLAlchemy
 
     async def go() -> T:
-        store = await open_store(settings_from(config).storage.url)
+        store = await open_store(settings_from(config).storage)
         try:
             return await work(store)
         finally:
