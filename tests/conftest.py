@@ -1,7 +1,9 @@
 """Shared fixtures: a real knotd with the scenario zones, the fault responder in front of it, the stores.
 
-`store_url` runs a test once per store: a fresh SQLite file, and a fresh
-database on a real PostgreSQL server (one per test run, `postgres`).
+Every test that touches the store runs once per kind of store: `stores`
+(module scope, so a module's servers are started once per kind) makes fresh
+SQLite files or fresh databases on the real PostgreSQL server of the run
+(`postgres`); `store_url` is one of them for a single test.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 from tests.data.zones import zones
 from tests.harness.faultdns import FaultResponder
 from tests.harness.knot import KnotServer
-from tests.harness.postgres import PostgresServer
+from tests.harness.postgres import PostgresServer, Stores
 
 STORES = ("sqlite", "postgresql")
 
@@ -49,13 +51,18 @@ def postgres() -> Iterator[PostgresServer]:
     server.remove()
 
 
-@pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty store: a SQLite file in the test's directory, or a new PostgreSQL database."""
+@pytest.fixture(scope="module", params=STORES)
+def stores(request: pytest.FixtureRequest) -> Stores:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store' / 'rdnsgate.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.create_database()
+        return Stores("sqlite")
+    return Stores("postgresql", request.getfixturevalue("postgres"))
+
+
+@pytest.fixture
+def store_url(stores: Stores, tmp_path: Path) -> str:
+    """A fresh, empty store: a SQLite file in the test's directory, or a new PostgreSQL database."""
+    (tmp_path / "store").mkdir(exist_ok=True)
+    return stores.url(tmp_path / "store")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -164,3 +164,20 @@ class PostgresServer:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Stores:
+    """Fresh stores of one kind for a test module: SQLite files, or databases on one PostgreSQL server."""
+
+    def __init__(self, kind: str, server: PostgresServer | None = None) -> None:
+        self.kind = kind
+        self.server = server
+
+    def url(self, workdir: Path) -> str:
+        """A new, empty store (for SQLite: `rdnsgate.db` in `workdir`)."""
+        if self.server is None:
+            return f"sqlite:///{workdir / 'rdnsgate.db'}"
+        return self.server.create_database()
+
+    def __repr__(self) -> str:
+        return self.kind

@@ -15,10 +15,10 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 PASSWORD = "correct horse battery"
 
 
-def web_settings(nameserver: str, extra: str = "") -> str:
+def web_settings(nameserver: str, extra: str = "", *, store: str) -> str:
     return (
         f'[dns]\nnameservers = ["{nameserver}"]\ntimeout = 0.5\ntries = 2\n'
-        '[storage]\nurl = "sqlite:///rdnsgate.db"\n'
+        f'[storage]\nurl = "{store}"\n'
         f'[web]\nlisten = "127.0.0.1:{{web_port}}"\n{extra}'
     )
 

@@ -13,6 +13,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from rdnsgate.checks.names import parse_ip
 from tests.harness.knot import KnotServer
+from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess
 from tests.harness.web import web_process, web_settings
 
@@ -20,9 +21,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, knot: KnotServer) -> Iterator[GatewayProcess]:
+def api(tmp_path_factory: pytest.TempPathFactory, knot: KnotServer, stores: Stores) -> Iterator[GatewayProcess]:
     extra = "check_rate = 100000.0\ncheck_burst = 100000\n[checks]\ndeadline = 5.0\n"
-    process = web_process(tmp_path_factory.mktemp("api"), web_settings(knot.nameserver, extra))
+    workdir = tmp_path_factory.mktemp("api")
+    process = web_process(workdir, web_settings(knot.nameserver, extra, store=stores.url(workdir)))
     process.start()
     yield process
     process.stop()

@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.harness.knot import KnotServer
+from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess
 from tests.harness.web import PASSWORD, set_password, web_process, web_settings
 
@@ -34,8 +35,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, knot: KnotServer) -> Iterator[GatewayProcess]:
-    process = web_process(tmp_path_factory.mktemp("browser"), web_settings(knot.nameserver, "check_burst = 50\n"))
+def app(tmp_path_factory: pytest.TempPathFactory, knot: KnotServer, stores: Stores) -> Iterator[GatewayProcess]:
+    workdir = tmp_path_factory.mktemp("browser")
+    process = web_process(workdir, web_settings(knot.nameserver, "check_burst = 50\n", store=stores.url(workdir)))
     process.start()
     assert set_password(process.workdir).returncode == 0
     yield process

@@ -24,6 +24,7 @@ from rdnsgate.policy.profiles import get_profile
 from rdnsgate.policy.session import Policy, Session
 from tests.data.replay import CASES, PROFILES, Case, Refusal
 from tests.harness.faultdns import FaultResponder
+from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess, NextHop
 from tests.integration.test_gateway import settings, transact
 from tests.integration.test_policy_service import PolicyProcess, ask, request
@@ -45,13 +46,14 @@ def hop() -> Iterator[NextHop]:
 
 @pytest.fixture(scope="module")
 def gateways(
-    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, hop: NextHop
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, hop: NextHop, stores: Stores
 ) -> Iterator[dict[str, GatewayProcess]]:
     started: dict[str, GatewayProcess] = {}
     try:
         for profile in PROFILES:
             workdir = tmp_path_factory.mktemp(f"agree-gw-{profile}")
-            started[profile] = GatewayProcess(workdir, settings(_responder.nameserver, hop.url, profile)).start()
+            text = settings(_responder.nameserver, hop.url, profile, store=stores.url(workdir))
+            started[profile] = GatewayProcess(workdir, text).start()
         yield started
     finally:
         for process in started.values():
@@ -60,13 +62,13 @@ def gateways(
 
 @pytest.fixture(scope="module")
 def policies(
-    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, stores: Stores
 ) -> Iterator[dict[str, PolicyProcess]]:
     started: dict[str, PolicyProcess] = {}
     try:
         for profile in PROFILES:
             workdir = tmp_path_factory.mktemp(f"agree-policy-{profile}")
-            started[profile] = PolicyProcess(workdir, _responder.nameserver, profile).start()
+            started[profile] = PolicyProcess(workdir, _responder.nameserver, profile, store=stores.url(workdir)).start()
         yield started
     finally:
         for process in started.values():

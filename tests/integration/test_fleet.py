@@ -32,12 +32,12 @@ def state(config: Path) -> str:
 
 
 def test_ok_drift_broken_and_no_alarm_for_one_lost_answer(
-    tmp_path: Path, knot: KnotServer, faults: FaultResponder
+    tmp_path: Path, knot: KnotServer, faults: FaultResponder, store_url: str
 ) -> None:
     config = tmp_path / "rdnsgate.toml"
     config.write_text(
         f'[dns]\nnameservers = ["{faults.nameserver}"]\ntimeout = 0.3\ntries = 2\ncache_size = 0\n'
-        '[storage]\nurl = "sqlite:///rdnsgate.db"\n'
+        f'[storage]\nurl = "{store_url}"\n'
     )
     knot.update(REV, add=[("60", "PTR", "mta60.example.org.")])
     knot.update("example.org", add=[("mta60", "A", IP), ("mta60b", "A", IP)])

@@ -18,13 +18,14 @@ import authres
 import pytest
 
 from tests.harness.faultdns import Fault, FaultResponder
+from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess, NextHop
 
 PROFILES = ("classic", "postfix", "strict", "monitor")
 GOOD, NO_PTR, MISMATCH, SLOW = "127.0.10.1", "127.0.10.2", "127.0.10.3", "127.0.10.4"
 
 
-def settings(nameserver: str, next_hop: str, profile: str, extra: str = "") -> str:
+def settings(nameserver: str, next_hop: str, profile: str, extra: str = "", *, store: str) -> str:
     return f"""
 [dns]
 nameservers = ["{nameserver}"]
@@ -44,7 +45,7 @@ command_timeout = 20
 {extra}
 
 [storage]
-url = "sqlite:///rdnsgate.db"
+url = "{store}"
 """
 
 
@@ -57,13 +58,14 @@ def next_hop() -> Iterator[NextHop]:
 
 @pytest.fixture(scope="module")
 def gateways(
-    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, next_hop: NextHop
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, next_hop: NextHop, stores: Stores
 ) -> Iterator[dict[str, GatewayProcess]]:
     started = {}
     try:
         for profile in PROFILES:
             workdir = tmp_path_factory.mktemp(f"gw-{profile}")
-            started[profile] = GatewayProcess(workdir, settings(_responder.nameserver, next_hop.url, profile)).start()
+            text = settings(_responder.nameserver, next_hop.url, profile, store=stores.url(workdir))
+            started[profile] = GatewayProcess(workdir, text).start()
         yield started
     finally:
         for gateway in started.values():
@@ -340,11 +342,12 @@ def test_next_hop_refuses_the_message(gateways: dict[str, GatewayProcess], next_
     assert (outcome.stage, outcome.code) == ("data", 554)
 
 
-def test_next_hop_down_gives_451(tmp_path: Path, _responder: FaultResponder) -> None:
+def test_next_hop_down_gives_451(tmp_path: Path, _responder: FaultResponder, stores: Stores) -> None:
     from tests.harness.knot import free_port
 
     gateway = GatewayProcess(
-        tmp_path, settings(_responder.nameserver, f"smtp://127.0.0.1:{free_port()}", "classic")
+        tmp_path,
+        settings(_responder.nameserver, f"smtp://127.0.0.1:{free_port()}", "classic", store=stores.url(tmp_path)),
     ).start()
     try:
         outcome = transact(gateway)
@@ -414,9 +417,10 @@ def test_open_relay_refused(gateways: dict[str, GatewayProcess], next_hop: NextH
     assert next_hop.received == []
 
 
-def test_limits(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop) -> None:
+def test_limits(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores) -> None:
     extra = "max_recipients = 2\nmax_message_size = 2000\nmax_sessions_per_ip = 2\n"
-    gateway = GatewayProcess(tmp_path, settings(_responder.nameserver, next_hop.url, "classic", extra)).start()
+    text = settings(_responder.nameserver, next_hop.url, "classic", extra, store=stores.url(tmp_path))
+    gateway = GatewayProcess(tmp_path, text).start()
     try:
         smtp = client(gateway, GOOD)
         smtp.ehlo("good1.example.org")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.faultdns import FaultResponder
+from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess, NextHop
 from tests.integration.test_gateway import GOOD, NO_PTR, client, settings, transact
 
@@ -56,10 +57,19 @@ def proxy_v2(source: str, destination: str, sport: int = 40000, dport: int = 25)
 
 
 @pytest.fixture(scope="module")
-def proxied(tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, next_hop: NextHop) -> GatewayProcess:
+def proxied(
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, next_hop: NextHop, stores: Stores
+) -> GatewayProcess:
     extra = f'proxy_protocol = true\ntrusted_proxies = ["{PROXY}/32"]\n'
     gateway = GatewayProcess(
-        tmp_path_factory.mktemp("gw-proxy"), settings(_responder.nameserver, next_hop.url, "classic", extra)
+        tmp_path_factory.mktemp("gw-proxy"),
+        settings(
+            _responder.nameserver,
+            next_hop.url,
+            "classic",
+            extra,
+            store=stores.url(tmp_path_factory.mktemp("gw-proxy-store")),
+        ),
     ).start()
     yield gateway  # type: ignore[misc]
     gateway.stop()
@@ -105,11 +115,18 @@ def test_proxy_header_from_a_stranger_is_not_believed(proxied: GatewayProcess) -
 
 @pytest.fixture(scope="module")
 def xclient_gateway(
-    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, next_hop: NextHop
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, next_hop: NextHop, stores: Stores
 ) -> GatewayProcess:
     extra = f'trusted_proxies = ["{PROXY}/32"]\n'
     gateway = GatewayProcess(
-        tmp_path_factory.mktemp("gw-xclient"), settings(_responder.nameserver, next_hop.url, "strict", extra)
+        tmp_path_factory.mktemp("gw-xclient"),
+        settings(
+            _responder.nameserver,
+            next_hop.url,
+            "strict",
+            extra,
+            store=stores.url(tmp_path_factory.mktemp("gw-xclient-store")),
+        ),
     ).start()
     yield gateway  # type: ignore[misc]
     gateway.stop()
@@ -137,7 +154,7 @@ def test_xclient_from_anyone_else_is_refused(xclient_gateway: GatewayProcess) ->
         smtp.close()
 
 
-def test_starttls(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop) -> None:
+def test_starttls(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -160,7 +177,9 @@ def test_starttls(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop)
         capture_output=True,
     )
     extra = f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
-    gateway = GatewayProcess(tmp_path / "gw", settings(_responder.nameserver, next_hop.url, "classic", extra)).start()
+    gateway = GatewayProcess(
+        tmp_path / "gw", settings(_responder.nameserver, next_hop.url, "classic", extra, store=stores.url(tmp_path))
+    ).start()
     next_hop.clear()
     try:
         smtp = client(gateway, GOOD)
@@ -181,12 +200,16 @@ def test_starttls(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop)
         gateway.stop()
 
 
-def test_overrides_footer_and_check_url(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop) -> None:
+def test_overrides_footer_and_check_url(
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores
+) -> None:
     extra = (
         'overrides = ["helo=off", "iprev=reject 550 5.7.25 Fix your reverse DNS"]\n'
         'check_url = "https://rdns.example.net/check"\nreject_footer = "Questions: postmaster@example.net"\n'
     )
-    gateway = GatewayProcess(tmp_path, settings(_responder.nameserver, next_hop.url, "postfix", extra)).start()
+    gateway = GatewayProcess(
+        tmp_path, settings(_responder.nameserver, next_hop.url, "postfix", extra, store=stores.url(tmp_path))
+    ).start()
     try:
         refused = transact(gateway, source=NO_PTR)
         assert (refused.stage, refused.code) == ("rcpt", 550)
@@ -199,8 +222,10 @@ def test_overrides_footer_and_check_url(tmp_path: Path, _responder: FaultRespond
         gateway.stop()
 
 
-def test_maildir_without_next_hop(tmp_path: Path, _responder: FaultResponder) -> None:
-    gateway = GatewayProcess(tmp_path, settings(_responder.nameserver, "", "classic")).start()
+def test_maildir_without_next_hop(tmp_path: Path, _responder: FaultResponder, stores: Stores) -> None:
+    gateway = GatewayProcess(
+        tmp_path, settings(_responder.nameserver, "", "classic", store=stores.url(tmp_path))
+    ).start()
     try:
         assert transact(gateway, body="Subject: to the maildir\r\n\r\nkept\r\n").code == 250
         files = list((tmp_path / "var" / "mail" / "new").iterdir())
@@ -213,9 +238,11 @@ def test_maildir_without_next_hop(tmp_path: Path, _responder: FaultResponder) ->
 
 
 def test_hostile_helo_cannot_inject_headers_or_log_lines(
-    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores
 ) -> None:
-    gateway = GatewayProcess(tmp_path, settings(_responder.nameserver, next_hop.url, "monitor")).start()
+    gateway = GatewayProcess(
+        tmp_path, settings(_responder.nameserver, next_hop.url, "monitor", store=stores.url(tmp_path))
+    ).start()
     next_hop.clear()
     try:
         sock = raw(gateway.port, GOOD)
@@ -238,8 +265,8 @@ def test_hostile_helo_cannot_inject_headers_or_log_lines(
         gateway.stop()
 
 
-def test_swaks_and_ipv6_listener(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop) -> None:
-    text = settings(_responder.nameserver, next_hop.url, "monitor").replace(
+def test_swaks_and_ipv6_listener(tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores) -> None:
+    text = settings(_responder.nameserver, next_hop.url, "monitor", store=stores.url(tmp_path)).replace(
         'listen = ["127.0.0.1:{port}"]', 'listen = ["127.0.0.1:{port}", "[::1]:{port}"]'
     )
     gateway = GatewayProcess(tmp_path, text).start()
@@ -274,11 +301,11 @@ def test_swaks_and_ipv6_listener(tmp_path: Path, _responder: FaultResponder, nex
 
 
 def test_silent_client_is_timed_out_and_sessions_are_capped(
-    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores
 ) -> None:
-    text = settings(_responder.nameserver, next_hop.url, "classic", "max_sessions = 2\n").replace(
-        "command_timeout = 20", "command_timeout = 1"
-    )
+    text = settings(
+        _responder.nameserver, next_hop.url, "classic", "max_sessions = 2\n", store=stores.url(tmp_path)
+    ).replace("command_timeout = 20", "command_timeout = 1")
     gateway = GatewayProcess(tmp_path, text).start()
     try:
         first, second = raw(gateway.port, GOOD), raw(gateway.port, "127.0.10.5")
@@ -323,12 +350,15 @@ def _refused(port: int) -> bool:
 
 @pytest.mark.parametrize("second_signal", [False, True], ids=["drain deadline", "second SIGTERM"])
 def test_sigterm_drains_then_421(
-    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, second_signal: bool
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, second_signal: bool, stores: Stores
 ) -> None:
     """SIGTERM: no new connections, sessions get gateway.drain_seconds, then 421 4.3.2; a second SIGTERM: at once."""
     drain = 30.0 if second_signal else 1.0
     gateway = GatewayProcess(
-        tmp_path, settings(_responder.nameserver, next_hop.url, "classic", f"drain_seconds = {drain}")
+        tmp_path,
+        settings(
+            _responder.nameserver, next_hop.url, "classic", f"drain_seconds = {drain}", store=stores.url(tmp_path)
+        ),
     ).start()
     next_hop.clear()
     try:
@@ -357,10 +387,16 @@ def test_sigterm_drains_then_421(
 
 
 def test_a_client_that_hangs_up_frees_its_session(
-    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores
 ) -> None:
     """Port probes (connect, close) must not keep session slots until the command timeout."""
-    text = settings(_responder.nameserver, next_hop.url, "classic", "max_sessions = 2\nmax_sessions_per_ip = 2")
+    text = settings(
+        _responder.nameserver,
+        next_hop.url,
+        "classic",
+        "max_sessions = 2\nmax_sessions_per_ip = 2",
+        store=stores.url(tmp_path),
+    )
     gateway = GatewayProcess(tmp_path, text).start()
     try:
         for _ in range(5):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.faultdns import FaultResponder
+from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess, NextHop
 from tests.integration.test_gateway import GOOD, client, settings
 
@@ -40,7 +41,7 @@ def hops() -> Iterator[dict[str, NextHop]]:
 
 @pytest.fixture(scope="module")
 def gateways(
-    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, hops: dict[str, NextHop]
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, hops: dict[str, NextHop], stores: Stores
 ) -> Iterator[dict[str, GatewayProcess]]:
     made: dict[str, GatewayProcess] = {}
     extra = {
@@ -52,7 +53,8 @@ def gateways(
         for name, line in extra.items():
             hop = hops["dsn" if name == "dsn" else "plain"]
             workdir = tmp_path_factory.mktemp(f"esmtp-{name}")
-            made[name] = GatewayProcess(workdir, settings(_responder.nameserver, hop.url, "monitor", line)).start()
+            text = settings(_responder.nameserver, hop.url, "monitor", line, store=stores.url(workdir))
+            made[name] = GatewayProcess(workdir, text).start()
         yield made
     finally:
         for process in made.values():
@@ -238,8 +240,10 @@ def test_over_size_and_a_client_gone_mid_data_leave_nothing(
     assert "Traceback" not in gateways["plain"].log()
 
 
-def test_maildir_streams_too(tmp_path: Path, _responder: FaultResponder) -> None:
-    text = settings(_responder.nameserver, "", "monitor", f'maildir = "{tmp_path / "mail"}"')
+def test_maildir_streams_too(tmp_path: Path, _responder: FaultResponder, stores: Stores) -> None:
+    text = settings(
+        _responder.nameserver, "", "monitor", f'maildir = "{tmp_path / "mail"}"', store=stores.url(tmp_path)
+    )
     gateway = GatewayProcess(tmp_path / "gw", text).start()
     try:
         smtp = client(gateway, GOOD)

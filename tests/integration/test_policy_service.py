@@ -13,10 +13,11 @@ import pytest
 
 from tests.harness.faultdns import Fault, FaultResponder
 from tests.harness.knot import free_port
+from tests.harness.postgres import Stores
 
 
 class PolicyProcess:
-    def __init__(self, workdir: Path, nameserver: str, profile: str, extra: str = "") -> None:
+    def __init__(self, workdir: Path, nameserver: str, profile: str, extra: str = "", *, store: str) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.socket_path = workdir / "policy.sock"
@@ -24,7 +25,7 @@ class PolicyProcess:
         (workdir / "rdnsgate.toml").write_text(
             f'[dns]\nnameservers = ["{nameserver}"]\ntimeout = 0.3\ntries = 2\ncache_size = 0\n'
             f'[policy]\nlisten = ["127.0.0.1:{self.port}", "unix:{self.socket_path}"]\nprofile = "{profile}"\n'
-            f'authserv_id = "mx.example.net"\n{extra}\n[storage]\nurl = "sqlite:///rdnsgate.db"\n'
+            f'authserv_id = "mx.example.net"\n{extra}\n[storage]\nurl = "{store}"\n'
         )
         self.log_path = workdir / "policy.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,14 +57,13 @@ class PolicyProcess:
 
 @pytest.fixture(scope="module")
 def services(
-    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder
+    tmp_path_factory: pytest.TempPathFactory, _responder: FaultResponder, stores: Stores
 ) -> Iterator[dict[str, PolicyProcess]]:
     started = {}
     try:
         for profile in ("postfix", "monitor", "classic"):
-            started[profile] = PolicyProcess(
-                tmp_path_factory.mktemp(f"policy-{profile}"), _responder.nameserver, profile
-            ).start()
+            workdir = tmp_path_factory.mktemp(f"policy-{profile}")
+            started[profile] = PolicyProcess(workdir, _responder.nameserver, profile, store=stores.url(workdir)).start()
         yield started
     finally:
         for service in started.values():

@@ -15,19 +15,21 @@ import httpx
 import pytest
 
 from tests.harness.faultdns import FaultResponder
+from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess, NextHop
 from tests.integration.test_gateway import GOOD, NO_PTR, settings, transact
 
 pytestmark = pytest.mark.slow
 
 
-def test_gateway_web_and_monitor_together(tmp_path: Path, _responder: FaultResponder) -> None:
+def test_gateway_web_and_monitor_together(tmp_path: Path, _responder: FaultResponder, stores: Stores) -> None:
     hop = NextHop().start()
     extra = (
         '[web]\nlisten = "127.0.0.1:{web_port}"\npublic_url = "http://127.0.0.1:{web_port}"\n'
         "[monitor]\ninterval = 1.0\n"
     )
-    text = settings(_responder.nameserver, hop.url, "classic").replace("[storage]", extra + "[storage]")
+    text = settings(_responder.nameserver, hop.url, "classic", store=stores.url(tmp_path))
+    text = text.replace("[storage]", extra + "[storage]")
     process = GatewayProcess(
         tmp_path, text, service=("serve",), ready=(" ready: profile", "Uvicorn running on", "monitor ready")
     )

@@ -20,10 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rdnsgate.config import load_settings
 from rdnsgate.model import DecisionRecord
 from rdnsgate.storage import open_store
 from tests.harness.faultdns import Fault, FaultResponder
 from tests.harness.knot import KnotServer
+from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess
 from tests.harness.web import PASSWORD, csrf_of, logged_in, set_password, web_process, web_settings
 
@@ -31,10 +33,10 @@ XSS = "<script>alert(1)</script>"
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, knot: KnotServer) -> Iterator[GatewayProcess]:
+def web(tmp_path_factory: pytest.TempPathFactory, knot: KnotServer, stores: Stores) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("web")
     extra = 'trusted_proxies = ["127.0.0.1"]\ncheck_rate = 1.0\ncheck_burst = 3\nlogin_rate = 60\n'
-    process = web_process(workdir, web_settings(knot.nameserver, extra))
+    process = web_process(workdir, web_settings(knot.nameserver, extra, store=stores.url(workdir)))
     process.start()  # writes rdnsgate.toml, which set-password reads
     assert set_password(workdir).returncode == 0
     yield process
@@ -227,7 +229,7 @@ def test_decisions_are_searchable_and_explained(web: GatewayProcess) -> None:
     )
 
     async def seed() -> None:
-        store = await open_store(f"sqlite:///{web.workdir / 'rdnsgate.db'}")
+        store = await open_store(load_settings(web.workdir / "rdnsgate.toml").storage)
         await store.decisions_add([record])
         await store.close()
 
@@ -284,8 +286,9 @@ def test_health_and_metrics(web: GatewayProcess) -> None:
         assert name in metrics, name
 
 
-def test_secure_cookies_when_configured(tmp_path: Path, knot: KnotServer) -> None:
-    process = web_process(tmp_path, web_settings(knot.nameserver, "secure_cookies = true\nsession_hours = 1\n"))
+def test_secure_cookies_when_configured(tmp_path: Path, knot: KnotServer, stores: Stores) -> None:
+    extra = "secure_cookies = true\nsession_hours = 1\n"
+    process = web_process(tmp_path, web_settings(knot.nameserver, extra, store=stores.url(tmp_path)))
     process.start()
     assert set_password(tmp_path).returncode == 0
     try:
@@ -334,8 +337,9 @@ def test_accept_a_drifted_chain(web: GatewayProcess, knot: KnotServer) -> None:
         knot.update("example.org", delete=[("mta63", "A"), ("mta63b", "A")])
 
 
-def test_anonymous_checks_at_once_are_capped(tmp_path: Path, faults: FaultResponder) -> None:
-    settings = web_settings(faults.nameserver, "max_concurrent_checks = 1\ncheck_burst = 10\n").replace(
+def test_anonymous_checks_at_once_are_capped(tmp_path: Path, faults: FaultResponder, stores: Stores) -> None:
+    extra = "max_concurrent_checks = 1\ncheck_burst = 10\n"
+    settings = web_settings(faults.nameserver, extra, store=stores.url(tmp_path)).replace(
         "timeout = 0.5\ntries = 2", "timeout = 2.0\ntries = 1"
     )
     process = web_process(tmp_path, settings)
