@@ -176,6 +176,11 @@ class StorageSettings:
         10_000,
         "decisions waiting to be written (also while the database is away); beyond that they are counted as dropped and logged once a minute, never waited for",
     )
+    node: str = setting(
+        "",
+        "this node's name in a shared store: on its decision records, in the node list (`rdnsgate db status`), on the fleet servers its monitor holds",
+        shown="`gateway.hostname`, else this host's FQDN",
+    )
     decision_days: int = setting(30, "days decisions are kept; older ones are pruned in small batches every hour")
     pool_size: int = setting(5, "PostgreSQL: connections each process keeps open")
     pool_timeout: float = setting(10.0, "PostgreSQL: seconds to wait for a free connection of the pool")

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rdnsgate.config import Settings
 from rdnsgate.lookups import Resolver, build_resolver
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
     from rdnsgate.storage import SqlStore
 
 log = logging.getLogger(__name__)
+
+SAID_EVERY = 60.0  # seconds: a store that stays away is said in the log at most this often
+HEARTBEAT_SECONDS = 15.0  # how often a node says it is alive (the node list of `rdnsgate db status`)
+PRUNE_EVERY = 3600.0  # seconds between prunings of old decisions
+PRUNE_BATCH = 1000  # decisions deleted per transaction (storage.decisions_prune's default)
 
 
 class Deadline:
@@ -81,7 +87,15 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 class Runtime:
-    """The shared parts of one process; `open` builds them, `close` lets them go (in reverse)."""
+    """The shared parts of one process; `open` builds them, `close` lets them go (in reverse).
+
+    The store is never on the mail path: the whitelist is kept in memory and
+    reloaded every `whitelist_refresh` seconds, and at once when PostgreSQL
+    says it changed (LISTEN/NOTIFY); decisions wait in the decision log's
+    queue.  While the store is away the last whitelist stays in force and
+    `store_problem` says why.  `maintain` keeps the node's row in the node
+    list fresh and prunes old decisions.
+    """
 
     def __init__(self, settings: Settings, resolver: Resolver, store: SqlStore, decisions: DecisionLog) -> None:
         self.settings = settings
@@ -90,9 +104,17 @@ class Runtime:
         self.store = store
         self.decisions = decisions
         self.hostname = settings.gateway.hostname or socket.getfqdn()
+        self.node = settings.storage.node or self.hostname  # this node's name in a shared store
+        self.roles: list[str] = []  # the services of this process, for the node list
+        self.started_at = datetime.now(UTC)
         self.whitelist: list[WhitelistEntry] = []
-        self._refresher: asyncio.Task[None] | None = None
+        self.whitelist_error: str | None = None
+        self.whitelist_loaded: datetime | None = None
+        self._whitelist_changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._refresh_every: float | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._error_said = -SAID_EVERY
         self._untrack = METRICS.track(resolvers=resolver, decision_logs=decisions)
 
     @classmethod
@@ -106,28 +128,104 @@ class Runtime:
         decisions.start()
         return cls(settings, resolver, store, decisions)
 
+    def store_problem(self) -> str | None:
+        """Why the store is away, as the mail path last saw it; None when it answers."""
+        return self.decisions.store_error or self.whitelist_error
+
     async def load_whitelist(self) -> None:
         self.whitelist = await self.store.whitelist_list(datetime.now(UTC))
+        self.whitelist_loaded = datetime.now(UTC)
 
     def refresh_whitelist(self, interval: float) -> None:
-        """Reload the whitelist every `interval` seconds (the shortest asked for by any service wins)."""
+        """Reload the whitelist every `interval` seconds (the shortest asked for by any service wins),
+        and at once on a change another node announces (PostgreSQL, unless behind pgbouncer)."""
         if self._refresh_every is not None and self._refresh_every <= interval:
             return
         self._refresh_every = interval
-        if self._refresher is not None:
-            self._refresher.cancel()
-        self._refresher = asyncio.get_running_loop().create_task(self._refresh(interval), name="whitelist")
+        if self._refresher is None:
+            self._refresher = self._spawn(self._refresh(), "whitelist")
+            if self.store.postgresql and not self.settings.storage.pgbouncer:
+                from rdnsgate.storage.listen import listen
+                from rdnsgate.storage.whitelist import CHANGED
 
-    async def _refresh(self, interval: float) -> None:
+                self._spawn(listen(self.settings.storage.url, CHANGED, self._whitelist_changed.set), "listen")
+
+    async def _refresh(self) -> None:
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._whitelist_changed.wait(), self._refresh_every)
+            self._whitelist_changed.clear()
             try:
                 await self.load_whitelist()
-            except Exception:
-                log.exception("could not reload the whitelist; keeping %d entries", len(self.whitelist))
+            except Exception as exc:
+                self.whitelist_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                if asyncio.get_running_loop().time() - self._error_said >= SAID_EVERY:
+                    self._error_said = asyncio.get_running_loop().time()
+                    log.warning(
+                        "could not reload the whitelist (%s); keeping the %d entries loaded at %s",
+                        self.whitelist_error,
+                        len(self.whitelist),
+                        f"{self.whitelist_loaded:%H:%M:%S} UTC" if self.whitelist_loaded else "start",
+                    )
+            else:
+                if self.whitelist_error is not None:
+                    log.warning("the whitelist reloads again (%d entries)", len(self.whitelist))
+                self.whitelist_error = None
+
+    def maintain(self) -> None:
+        """Keep this node in the node list, forget nodes gone for a week, prune old decisions."""
+        if not any(task.get_name() == "maintain" for task in self._tasks):
+            self._spawn(self._maintain(), "maintain")
+
+    async def _maintain(self) -> None:
+        from rdnsgate import __version__
+        from rdnsgate.storage.nodes import Node
+
+        pruned_at = -PRUNE_EVERY
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                now = datetime.now(UTC)
+                await self.store.node_seen(
+                    Node(
+                        self.node,
+                        ",".join(self.roles),
+                        __version__,
+                        self.started_at,
+                        now,
+                        self.decisions.backlog,
+                        self.decisions.dropped,
+                    )
+                )
+                if loop.time() - pruned_at >= PRUNE_EVERY:
+                    pruned_at = loop.time()
+                    await self.store.nodes_forget(now - timedelta(days=7))
+                    await self.prune_decisions(now - timedelta(days=self.settings.storage.decision_days))
+            except Exception as exc:  # the store is away: the decision log and the refresher say so
+                log.debug("node upkeep failed: %s", exc)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def prune_decisions(self, before: datetime) -> int:
+        """Delete decisions older than `before` in small batches, pausing between them; the number deleted."""
+        total = 0
+        while True:
+            removed = await self.store.decisions_prune(before)
+            total += removed
+            if removed < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0.05)  # let writers in between batches
+        if total:
+            log.info("pruned %d decisions older than %s", total, f"{before:%Y-%m-%d %H:%M} UTC")
+        return total
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.append(task)
+        return task
 
     async def close(self) -> None:
-        await cancel(self._refresher)
+        for task in self._tasks:
+            await cancel(task)
         self._untrack()
         await self.decisions.close()
         await self.resolver.close()

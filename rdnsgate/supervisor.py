@@ -55,7 +55,13 @@ class MonitorService:
             ms.webhook_url, timeout=ms.webhook_timeout, tries=ms.webhook_tries, log_alerts=ms.log_alerts
         )
         self.monitor = Monitor(
-            ms, runtime.engine, runtime.store, self.alerter, source=self.source, public_url=settings.web.public_url
+            ms,
+            runtime.engine,
+            runtime.store,
+            self.alerter,
+            node=runtime.node,
+            source=self.source,
+            public_url=settings.web.public_url,
         )
         self.settings = ms
         self.stopping = asyncio.Event()
@@ -158,9 +164,11 @@ async def run_services(
     failed: list[str] = []
     try:
         services = [build(name, runtime, worker=worker) for name in names]
+        runtime.roles = [service.name for service in services]
         for service in services:
             await service.start()
             started.append(service)
+        runtime.maintain()
         watchers: dict[asyncio.Task[Any], Service] = {
             loop.create_task(service.finished()): service for service in started
         }

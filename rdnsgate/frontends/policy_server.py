@@ -228,7 +228,7 @@ class PolicyRunner:
                 parse_listen(item, "policy.listen")
         self.service = PolicyService(
             runtime.engine,
-            Policy.from_settings(settings, "policy", runtime.hostname),
+            Policy.from_settings(settings, "policy", runtime.hostname, runtime.node),
             runtime.decisions,
             max_instances=settings.max_instances,
             whitelist=runtime,

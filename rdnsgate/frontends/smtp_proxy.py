@@ -621,7 +621,7 @@ class GatewayService:
         self.gateway = Gateway(
             settings,
             runtime.engine,
-            Policy.from_settings(settings, "gateway", hostname),
+            Policy.from_settings(settings, "gateway", hostname, runtime.node),
             destination,
             runtime.decisions,
             hostname=hostname,

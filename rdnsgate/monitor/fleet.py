@@ -26,8 +26,19 @@ class FleetStates(Protocol):
 
 class FleetSink(Protocol):
     async def fleet_record(
-        self, entry: FleetEntry, at: datetime, seen: str, detail: str, alert: tuple[str, str] | None
-    ) -> None: ...
+        self,
+        entry: FleetEntry,
+        at: datetime,
+        seen: str,
+        detail: str,
+        alert: tuple[str, str] | None,
+        *,
+        next_check: datetime | None = None,
+        node: str | None = None,
+    ) -> bool: ...
+
+
+CONFIRM_SPEEDUP = 4  # a change waiting for confirmation is checked again after interval / 4
 
 
 def observe(report: Report, expect_helo: bool, at: datetime) -> Observation:
@@ -136,11 +147,18 @@ async def check_entry(
     entry: FleetEntry,
     confirmations: int = 2,
     source: AuthorityLookups | None = None,
+    *,
+    interval: float | None = None,
+    node: str | None = None,
 ) -> tuple[FleetEntry, Report, Alert | None]:
     """Check `entry` now, store the result; the updated entry, the report and the alert (if any).
 
     With `source`, a failing iprev chain is asked again of the zones' own
-    servers, and what they say is added to the check's detail.
+    servers, and what they say is added to the check's detail.  The next
+    check is due `interval` seconds later (a quarter of it while a change
+    waits for confirmation); None: at once.  With `node`, the result is
+    stored only while that node holds the server's lease; when it does not,
+    the alert is None (the node that holds it now decides).
     """
     at = datetime.now(UTC)
     report = await engine.report(parse_ip(entry.ip), entry.helo)
@@ -154,7 +172,16 @@ async def check_entry(
     tracker, alert = step(before, observation, confirmations)
     forward = {item.name: list(item.lookup.records) for item in report.iprev.names}
     updated = with_tracker(entry, tracker, observation, forward)
-    await store.fleet_record(
-        updated, at, seen, observation.detail, (alert.before.value, alert.after.value) if alert else None
+    next_check = None
+    if interval is not None:
+        next_check = at + timedelta(seconds=interval / (CONFIRM_SPEEDUP if updated.candidate else 1))
+    stored = await store.fleet_record(
+        updated,
+        at,
+        seen,
+        observation.detail,
+        (alert.before.value, alert.after.value) if alert else None,
+        next_check=next_check,
+        node=node,
     )
-    return updated, report, alert
+    return updated, report, alert if stored else None

@@ -77,6 +77,16 @@ class Metrics(Collector):
         dropped = CounterMetricFamily("rdnsgate_decision_log_dropped", "Decisions not stored: the queue was full")
         dropped.add_metric([], sum(item.dropped for item in self.decision_logs))
         yield dropped
+        written = CounterMetricFamily("rdnsgate_decision_log_written", "Decisions written to the store")
+        written.add_metric([], sum(item.written for item in self.decision_logs))
+        yield written
+        backlog = GaugeMetricFamily("rdnsgate_decision_log_backlog", "Decisions waiting to be written to the store")
+        backlog.add_metric([], sum(item.backlog for item in self.decision_logs))
+        yield backlog
+        if self.decision_logs:
+            up = GaugeMetricFamily("rdnsgate_store_up", "1 when the last write of decisions reached the store")
+            up.add_metric([], 0 if any(item.store_error for item in self.decision_logs) else 1)
+            yield up
 
     def _dns(self) -> Iterator[Metric]:
         queries = CounterMetricFamily("rdnsgate_dns_queries", "DNS queries sent", labels=["transport"])

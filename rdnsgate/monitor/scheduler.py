@@ -1,11 +1,16 @@
-"""The fleet monitor's loop: check each server on its (jittered) interval, store, alert.
+"""The fleet monitor's loop: claim the servers that are due, check them, store, alert.
 
-`Monitor.run_once` checks the servers that are due, at most `concurrency` at
-a time; `Monitor.run` repeats that until stopped, looking for servers added
-or removed (by the CLI or the web app) every few seconds.  Each check goes
+`Monitor.run_once` claims the servers that are due and that no other node
+holds (a lease in the store: monitor/fleet.py, storage/fleet.py), checks
+them at most `concurrency` at a time, and stores each check with the time
+of its next one (the interval, varied by the jitter; a quarter of it while
+a change waits for confirmation).  `Monitor.run` repeats that until
+stopped, then gives its leases back.  So several monitor nodes on one store
+check each server once per interval between them, a node that dies is
+replaced as soon as its leases run out (one interval at most), and an alert
+goes out from the node whose check was stored, once.  Each check goes
 through monitor/fleet.py, so a state changes only after `confirmations`
 checks in a row agree, and a temporary DNS error never makes a server broken.
-A change waiting for confirmation is checked again after a quarter interval.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from rdnsgate.policy.evaluate import Engine
 
 log = logging.getLogger("rdnsgate.monitor")
 
-POLL_SECONDS = 2.0  # how often the list of servers is read again
+POLL_SECONDS = 2.0  # the longest wait before the store is asked again for servers that are due
 PRUNE_SECONDS = 3600.0
-CONFIRM_SPEEDUP = 4  # a change waiting for confirmation is checked again after interval / 4
+LEASE_FLOOR = 30.0  # seconds a claimed server stays with its node at least (a check may take that long)
 
 
 class FleetSource(FleetSink, Protocol):
-    async def fleet_list(self) -> list[FleetEntry]: ...
+    async def fleet_claim(self, node: str, now: datetime, lease: float, limit: int) -> list[FleetEntry]: ...
+
+    async def fleet_release(self, node: str) -> int: ...
 
     async def fleet_prune(self, before: datetime) -> int: ...
 
@@ -45,6 +52,7 @@ class Monitor:
         store: FleetSource,
         alerter: Alerter,
         *,
+        node: str = "",
         source: AuthorityLookups | None = None,
         public_url: str = "",
         rng: random.Random | None = None,
@@ -53,62 +61,57 @@ class Monitor:
         self.engine = engine
         self.store = store
         self.alerter = alerter
+        self.node = node
         self.source = source
         self.public_url = public_url
         self.rng = rng or random.Random()
-        self.due: dict[str, float] = {}  # ip -> loop time of its next check
         self.checks = 0
         self.errors = 0
         self.alerts = 0
-        self._pruned = 0.0
+        self._pruned = -PRUNE_SECONDS
 
     def interval(self) -> float:
         """One interval, varied by up to ±jitter so the checks of many servers spread out."""
         jitter = self.settings.jitter
         return self.settings.interval * (1 + self.rng.uniform(-jitter, jitter))
 
-    def _first_due(self, entry: FleetEntry, now: float) -> float:
-        if entry.last_checked is None:
-            return now
-        age = (datetime.now(UTC) - entry.last_checked).total_seconds()
-        return now + max(0.0, self.interval() - age)
+    def lease(self) -> float:
+        """How long a claimed server is this node's: one interval, but long enough for a slow check."""
+        return max(self.settings.interval, LEASE_FLOOR)
 
     async def run_once(self) -> int:
-        """Check every server that is due; the number checked."""
+        """Claim and check every server that is due; the number checked."""
         loop = asyncio.get_running_loop()
-        entries = await self.store.fleet_list()
-        now = loop.time()
-        present = {entry.ip for entry in entries}
-        for ip in list(self.due):
-            if ip not in present:
-                del self.due[ip]
-        for entry in entries:
-            if entry.ip not in self.due:
-                self.due[entry.ip] = self._first_due(entry, now)
-        due = [entry for entry in entries if self.due[entry.ip] <= now]
-        if due:
+        limit = self.settings.concurrency * 4
+        claimed = await self.store.fleet_claim(self.node, datetime.now(UTC), self.lease(), limit)
+        if claimed:
             gate = asyncio.Semaphore(self.settings.concurrency)
 
             async def one(entry: FleetEntry) -> None:
                 async with gate:
-                    pending = await self.check(entry)
-                    # A change waiting for confirmation is looked at again sooner.
-                    self.due[entry.ip] = loop.time() + self.interval() / (CONFIRM_SPEEDUP if pending else 1)
+                    await self.check(entry)
 
-            await asyncio.gather(*(one(entry) for entry in due))
+            await asyncio.gather(*(one(entry) for entry in claimed))
+        now = loop.time()
         if now - self._pruned > PRUNE_SECONDS:
             self._pruned = now
             cutoff = datetime.now(UTC) - timedelta(days=self.settings.history_days)
             removed = await self.store.fleet_prune(cutoff)
             if removed:
                 log.info("forgot %d fleet checks older than %d days", removed, self.settings.history_days)
-        return len(due)
+        return len(claimed)
 
     async def check(self, entry: FleetEntry) -> bool:
         """Check one server; True when a state change waits for confirmation."""
         try:
             updated, _report, alert = await check_entry(
-                self.engine, self.store, entry, self.settings.confirmations, self.source
+                self.engine,
+                self.store,
+                entry,
+                self.settings.confirmations,
+                self.source,
+                interval=self.interval(),
+                node=self.node,
             )
         except Exception:
             self.errors += 1
@@ -121,14 +124,18 @@ class Monitor:
         return updated.candidate is not None
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:  # the store may be away for a moment; try again
-                self.errors += 1
-                log.exception("monitor round failed")
-            upcoming = min(self.due.values(), default=loop.time() + POLL_SECONDS)
-            wait = max(0.05, min(POLL_SECONDS, upcoming - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+        wait = max(0.05, min(POLL_SECONDS, self.settings.interval / 4))
+        try:
+            while not stop.is_set():
+                try:
+                    checked = await self.run_once()
+                except Exception:  # the store may be away for a moment; try again
+                    self.errors += 1
+                    log.exception("monitor round failed")
+                    checked = 0
+                if checked < self.settings.concurrency * 4:  # a full claim: more may be due at once
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.fleet_release(self.node), 5)

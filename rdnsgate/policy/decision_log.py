@@ -1,8 +1,9 @@
 """The decision log: one structured log line per decision, and the same record stored.
 
 `DecisionLog.record` never blocks and never fails the mail: records go into a
-bounded queue that a background task writes in batches; when the queue is
-full the record is counted as dropped (the log line is still written).
+bounded queue that a background task writes in batches, holding a batch and
+trying again while the store is away; when the queue is full the record is
+counted as dropped (the log line is still written).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +30,9 @@ errors = logging.getLogger(__name__)
 
 BATCH = 200
 LINGER = 0.1  # seconds the writer waits for more records before a commit
+RETRY_FIRST = 0.5  # seconds before a batch the store refused is tried again; doubled each time
+RETRY_MAX = 10.0
+DROPS_SAID_EVERY = 60.0  # seconds: dropped records are logged at most this often
 
 
 class DecisionSink(Protocol):
@@ -98,15 +103,35 @@ def log_line(record: DecisionRecord) -> str:
 
 
 class DecisionLog:
+    """The bounded queue of records and the task that writes them in batches.
+
+    A batch the store refused (the database is away or failing) is held and
+    tried again, waiting longer each time (up to `RETRY_MAX` seconds); new
+    records queue behind it meanwhile, so nothing is lost unless the queue
+    fills.  Records beyond the queue are counted in `dropped`, and said in
+    the log at most once a minute.  `store_error` says why the last write
+    failed (None once one succeeds): the health of the store as the mail path
+    sees it.
+    """
+
     def __init__(self, sink: DecisionSink | None, maxsize: int = 10_000) -> None:
         self.sink = sink
         self.queue: asyncio.Queue[DecisionRecord] = asyncio.Queue(maxsize)
+        self.held: list[DecisionRecord] = []  # the batch being written, or waiting to be tried again
         self.dropped = 0
         self.written = 0
-        self.failed = 0
+        self.failed = 0  # write attempts that failed
         self.counts: dict[tuple[str, str, str], int] = {}  # (check, result, action) -> decisions
+        self.store_error: str | None = None
+        self.away_since: float | None = None  # loop time of the first failure of the current outage
         self._task: asyncio.Task[None] | None = None
-        self._busy = False
+        self._dropped_said = 0
+        self._said_at = -DROPS_SAID_EVERY
+
+    @property
+    def backlog(self) -> int:
+        """Records waiting to be stored."""
+        return self.queue.qsize() + len(self.held)
 
     def record(self, record: DecisionRecord) -> None:
         log.info("%s", log_line(record))
@@ -119,46 +144,82 @@ class DecisionLog:
             self.queue.put_nowait(record)
         except asyncio.QueueFull:
             self.dropped += 1
+            self._say_drops()
+
+    def _say_drops(self, *, now: bool = False) -> None:
+        """Log the records dropped since the last time this was said (at most once a minute unless `now`)."""
+        loop_time = time.monotonic()
+        new = self.dropped - self._dropped_said
+        if new <= 0 or (not now and loop_time - self._said_at < DROPS_SAID_EVERY):
+            return
+        self._dropped_said, self._said_at = self.dropped, loop_time
+        errors.warning(
+            "%d decision records dropped: the queue of %d was full (%s); %d dropped since start",
+            new,
+            self.queue.maxsize,
+            f"store away: {self.store_error}" if self.store_error else "the store is slow",
+            self.dropped,
+        )
 
     def start(self) -> None:
         if self.sink is not None and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._write_forever(), name="decision-log")
 
     async def _write_forever(self) -> None:
+        delay = RETRY_FIRST
         while True:
-            batch = [await self.queue.get()]
-            if self.queue.qsize() < BATCH:
-                await asyncio.sleep(LINGER)  # one commit for many records under load
-            while len(batch) < BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            self._busy = True
-            try:
-                await self._write(batch)
-            finally:
-                self._busy = False
+            if not self.held:
+                batch = [await self.queue.get()]
+                if self.queue.qsize() < BATCH:
+                    await asyncio.sleep(LINGER)  # one commit for many records under load
+                while len(batch) < BATCH and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                self.held = batch
+            if await self._write(self.held):
+                self.held = []
+                delay = RETRY_FIRST
+            else:
+                self._say_drops()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
 
-    async def _write(self, batch: list[DecisionRecord]) -> None:
+    async def _write(self, batch: list[DecisionRecord]) -> bool:
         assert self.sink is not None
+        loop = asyncio.get_running_loop()
         try:
             await self.sink.decisions_add(batch)
-        except Exception:
-            self.failed += len(batch)
-            errors.exception("could not store %d decisions", len(batch))
-        else:
-            self.written += len(batch)
+        except Exception as exc:
+            self.failed += 1
+            first = self.store_error is None
+            self.store_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if first:
+                self.away_since = loop.time()
+                errors.exception("could not store %d decisions; keeping them and trying again", len(batch))
+            return False
+        self.written += len(batch)
+        if self.store_error is not None:
+            away = loop.time() - (self.away_since or loop.time())
+            errors.warning("the store is back after %.0f s; %d decisions waiting to be written", away, self.backlog)
+            self._say_drops(now=True)
+            self.store_error = self.away_since = None
+        return True
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Let the writer store what is queued (within `timeout`), then stop it."""
+        """Let the writer store what is queued (within `timeout`), then stop it; what is left is dropped."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._task is not None and (self._busy or not self.queue.empty()) and loop.time() < deadline:
+        while self._task is not None and self.backlog and loop.time() < deadline:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.dropped += self.queue.qsize()  # what the deadline left unwritten
+        self.dropped += self.backlog  # what the deadline left unwritten
+        self.held = []
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self._say_drops(now=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,8 +96,11 @@ class Policy:
     node: str = ""
 
     @classmethod
-    def from_settings(cls, settings: PolicySettings, section: str, hostname: str) -> Policy:
-        """From a face's settings section (``gateway`` or ``policy``); a bad profile or override names its key."""
+    def from_settings(cls, settings: PolicySettings, section: str, hostname: str, node: str = "") -> Policy:
+        """From a face's settings section (``gateway`` or ``policy``); a bad profile or override names its key.
+
+        `node` names this node on the decision records (default: `hostname`).
+        """
         try:
             base = get_profile(settings.profile)
         except ConfigError as exc:
@@ -109,7 +112,7 @@ class Policy:
             settings.authserv_id or hostname,
             settings.check_url or None,
             settings.reject_footer or None,
-            hostname,
+            node or hostname,
         )
 
     def decide(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:

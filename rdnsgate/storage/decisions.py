@@ -38,6 +38,27 @@ class DecisionTables(Tables):
         async with self.engine.begin() as connection:
             await connection.execute(decisions.insert(), rows)
 
+    async def decisions_count(self) -> int:
+        async with self.engine.connect() as connection:
+            return int((await connection.execute(sa.select(sa.func.count()).select_from(decisions))).scalar() or 0)
+
+    async def decisions_prune(self, before: datetime, batch: int = 1000) -> int:
+        """Delete up to `batch` decisions older than `before` (the oldest first); the number deleted.
+
+        Small batches keep each transaction short, so writers never wait long;
+        on PostgreSQL rows another node is pruning are skipped, not waited for.
+        """
+        doomed = (
+            sa.select(decisions.c.id)
+            .where(decisions.c.at < utc(before))
+            .order_by(decisions.c.at)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.engine.begin() as connection:
+            result = await connection.execute(decisions.delete().where(decisions.c.id.in_(doomed.scalar_subquery())))
+        return int(result.rowcount or 0)
+
     async def decisions_find(
         self,
         *,

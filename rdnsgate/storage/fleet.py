@@ -1,8 +1,16 @@
-"""The fleet: watched sending servers, their checks' history and their alerts."""
+"""The fleet: watched sending servers, their checks' history and their alerts.
+
+Several monitor nodes share the fleet through leases: `fleet_claim` gives a
+node the servers that are due and that no other node holds (on PostgreSQL
+``FOR UPDATE SKIP LOCKED``, so two nodes never claim the same row; SQLite
+has one writer at a time), and `fleet_record` stores a check only while
+the node still holds its lease, so a node that lost its lease (it was too
+slow, or taken for dead) records nothing and sends no alert.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,19 +57,69 @@ class FleetTables(Tables):
             await connection.execute(fleet.delete().where(fleet.c.id == entry_id))
         return 1
 
+    async def fleet_claim(self, node: str, now: datetime, lease: float, limit: int) -> list[FleetEntry]:
+        """Lease to `node`, for `lease` seconds, up to `limit` servers that are due and not leased; them, as stored."""
+        due = sa.or_(fleet.c.next_check.is_(None), fleet.c.next_check <= utc(now))
+        free = sa.or_(fleet.c.lease_until.is_(None), fleet.c.lease_until < utc(now))
+        pick = (
+            sa.select(fleet.c.id)
+            .where(due, free)
+            .order_by(fleet.c.next_check.is_not(None), fleet.c.next_check, fleet.c.id)  # never checked first
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            fleet.update()
+            .where(fleet.c.id.in_(pick.scalar_subquery()), due, free)
+            .values(lease_node=node, lease_until=utc(now + timedelta(seconds=lease)))
+            .returning(*fleet.c)
+        )
+        async with self.engine.begin() as connection:
+            rows = (await connection.execute(claim)).mappings().all()
+        return sorted((_fleet_entry(dict(row)) for row in rows), key=lambda entry: entry.id or 0)
+
+    async def fleet_release(self, node: str) -> int:
+        """Give up every lease `node` holds (it stops); those servers are due to the other nodes at once."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                fleet.update().where(fleet.c.lease_node == node).values(lease_node=None, lease_until=None)
+            )
+        return int(result.rowcount or 0)
+
     async def fleet_record(
-        self, entry: FleetEntry, at: datetime, seen: str, detail: str, alert: tuple[str, str] | None
-    ) -> None:
-        """Store one check of `entry` (already carrying its new state), and its alert if any."""
+        self,
+        entry: FleetEntry,
+        at: datetime,
+        seen: str,
+        detail: str,
+        alert: tuple[str, str] | None,
+        *,
+        next_check: datetime | None = None,
+        node: str | None = None,
+    ) -> bool:
+        """Store one check of `entry` (already carrying its new state), and its alert if any.
+
+        With `node`, only while that node holds the server's lease (which is
+        then given up).  False when nothing was stored: the server was removed
+        meanwhile, or its lease has passed to another node.
+        """
         assert entry.id is not None
+        where = [fleet.c.id == entry.id] + ([fleet.c.lease_node == node] if node is not None else [])
         async with self.engine.begin() as connection:
             updated = await connection.execute(
                 fleet.update()
-                .where(fleet.c.id == entry.id)
-                .values(**_tracker_values(entry), last_checked=utc(at), last_chain=entry.last_chain)
+                .where(*where)
+                .values(
+                    **_tracker_values(entry),
+                    last_checked=utc(at),
+                    last_chain=entry.last_chain,
+                    next_check=utc(next_check),
+                    lease_node=None,
+                    lease_until=None,
+                )
             )
-            if not updated.rowcount:  # removed while it was being checked
-                return
+            if not updated.rowcount:
+                return False
             await connection.execute(
                 fleet_checks.insert().values(
                     fleet_id=entry.id,
@@ -78,6 +136,7 @@ class FleetTables(Tables):
                         fleet_id=entry.id, at=utc(at), before=alert[0], after=alert[1], detail=detail
                     )
                 )
+        return True
 
     async def fleet_save_state(self, entry: FleetEntry) -> None:
         """Store `entry`'s state, since, last good chain and pending change (an admin's acceptance)."""

@@ -56,6 +56,10 @@ fleet = sa.Table(
     sa.Column("candidate_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_checked", sa.DateTime(timezone=True), nullable=True),
     sa.Column("last_chain", sa.JSON, nullable=True),
+    sa.Column("next_check", sa.DateTime(timezone=True), nullable=True),  # NULL: due now
+    sa.Column("lease_node", sa.String(255), nullable=True),  # the monitor node checking it now
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),  # when another node may take it over
+    sa.Index("ix_fleet_next_check", "next_check"),
 )
 
 fleet_checks = sa.Table(
@@ -80,6 +84,18 @@ alerts = sa.Table(
     sa.Column("before", sa.String(16), nullable=False),
     sa.Column("after", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default=""),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("roles", sa.String(100), nullable=False, server_default=""),
+    sa.Column("version", sa.String(32), nullable=False, server_default=""),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("backlog", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dropped", sa.Integer, nullable=False, server_default="0"),
 )
 
 admins = sa.Table(

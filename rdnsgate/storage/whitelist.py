@@ -6,10 +6,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rdnsgate.model import WhitelistEntry
 from rdnsgate.storage.base import Tables, utc
 from rdnsgate.storage.schema import whitelist
+
+CHANGED = "rdnsgate_whitelist"  # the PostgreSQL channel told of every whitelist change
+
+
+async def _changed(connection: AsyncConnection) -> None:
+    """On PostgreSQL, tell every listening node (at commit) that the whitelist changed."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(sa.select(sa.func.pg_notify(CHANGED, "")))
 
 
 class WhitelistTables(Tables):
@@ -23,6 +32,7 @@ class WhitelistTables(Tables):
                     sa.select(whitelist.c.id).where(whitelist.c.kind == entry.kind, whitelist.c.value == entry.value)
                 )
             ).scalar_one_or_none()
+            await _changed(connection)
             if existing is None:
                 result = await connection.execute(
                     whitelist.insert().values(kind=entry.kind, value=entry.value, created_at=created, **values)
@@ -49,11 +59,13 @@ class WhitelistTables(Tables):
             result = await connection.execute(
                 whitelist.delete().where(whitelist.c.kind == kind, whitelist.c.value == value)
             )
+            await _changed(connection)
         return int(result.rowcount or 0)
 
     async def whitelist_remove_id(self, entry_id: int) -> int:
         async with self.engine.begin() as connection:
             result = await connection.execute(whitelist.delete().where(whitelist.c.id == entry_id))
+            await _changed(connection)
         return int(result.rowcount or 0)
 
     @staticmethod

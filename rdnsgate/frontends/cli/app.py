@@ -16,6 +16,7 @@ import typer
 from rdnsgate import __version__
 from rdnsgate.errors import RdnsgateError
 from rdnsgate.frontends.cli.admins import admin_app
+from rdnsgate.frontends.cli.db import db_app
 from rdnsgate.frontends.cli.decisions import decisions
 from rdnsgate.frontends.cli.fleet import fleet_app
 from rdnsgate.frontends.cli.options import Format, NameserverOpt, TimeoutOpt, TriesOpt
@@ -173,6 +174,7 @@ app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(config_app, name="config")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(admin_app, name="admin")
+app.add_typer(db_app, name="db")
 app.command("decisions")(decisions)
 
 

@@ -22,7 +22,7 @@ _MEANING = {
     Exit.OK: "every check passed; a command or service finished as asked",
     Exit.FAILED: "a check failed (HELO alignment never counts); a service stopped on its own",
     Exit.USAGE: "bad usage: a wrong option or argument, a settings error (the message names the key), nothing matched",
-    Exit.TEMPORARY: "a temporary DNS error, and nothing failed: ask again later",
+    Exit.TEMPORARY: "a temporary DNS error, and nothing failed; or the store cannot be reached: ask again later",
 }
 
 

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from rdnsgate.config import Settings, load_settings
-from rdnsgate.errors import RdnsgateError
-from rdnsgate.frontends.cli.runtime import run_loop, usage_error
+from rdnsgate.errors import RdnsgateError, StoreUnavailable
+from rdnsgate.frontends.cli.exits import Exit
+from rdnsgate.frontends.cli.runtime import error_exit, run_loop, usage_error
 
 if TYPE_CHECKING:
     from rdnsgate.storage import SqlStore
@@ -57,22 +58,32 @@ def settings_from(config: Path | None, overrides: dict[str, dict[str, Any]] | No
     return load_settings(path, overrides=overrides)
 
 
-def with_store(config: Path | None, work: Callable[[SqlStore], Awaitable[T]]) -> T:
-    """Load the settings, open the store, run `work(store)`, close the store.
+def with_store(config: Path | None, work: Callable[[SqlStore], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Load the settings, open the store (migrating it unless told not to), run `work(store)`, close the store.
 
-    Any RdnsgateError (a settings mistake, a store that cannot be opened, bad
-    input found by `work`) becomes "error: ..." on stderr and exit status 2.
+    A store that cannot be reached becomes "error: ..." on stderr and exit
+    status 3 (try again later); any other RdnsgateError (a settings mistake,
+    bad input found by `work`) exit status 2.
     """
-    from rdnsgate.storage import open_store  # only the commands that need the store load SQLAlchemy
+    import sqlalchemy as sa  # only the commands that need the store load SQLAlchemy
+
+    from rdnsgate.storage import open_store
+    from rdnsgate.storage.base import shown_url
+    from rdnsgate.storage.sql import unavailable
 
     async def go() -> T:
-        store = await open_store(settings_from(config).storage)
+        storage = settings_from(config).storage
+        store = await open_store(storage, migrate=migrate)
         try:
             return await work(store)
+        except (OSError, TimeoutError, sa.exc.DBAPIError) as exc:
+            raise StoreUnavailable(f"the store {shown_url(storage.url)} failed: {unavailable(exc)}") from exc
         finally:
             await store.close()
 
     try:
         return run_loop(go())
+    except StoreUnavailable as exc:
+        raise error_exit(str(exc), Exit.TEMPORARY) from None
     except RdnsgateError as exc:
         raise usage_error(str(exc)) from None

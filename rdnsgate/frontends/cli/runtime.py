@@ -58,10 +58,15 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def usage_error(message: str) -> typer.Exit:
-    """Print "error: MESSAGE" on stderr; the Exit to raise carries status 2."""
+def error_exit(message: str, status: Exit) -> typer.Exit:
+    """Print "error: MESSAGE" on stderr, on one line; the Exit to raise carries `status`."""
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # one line
-    return typer.Exit(Exit.USAGE)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(status)
+
+
+def usage_error(message: str) -> typer.Exit:
+    """Print "error: MESSAGE" on stderr; the Exit to raise carries status 2."""
+    return error_exit(message, Exit.USAGE)

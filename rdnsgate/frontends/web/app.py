@@ -114,6 +114,7 @@ class WebService:
         settings, store = self.runtime.settings, self.runtime.store
         secret = settings.web.secret_key or await store.secret("session-key")
         app = create_app(settings, self.runtime.engine, store, secret)
+        app.state.site.decisions = self.runtime.decisions
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_config=None, access_log=False, lifespan="off", server_header=False
         )

@@ -26,6 +26,7 @@ from rdnsgate.frontends.web.ratelimit import RateLimiter
 from rdnsgate.model import Report
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.passwords import fingerprint
+from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.serialize import overall
 from rdnsgate.storage import SqlStore
@@ -50,6 +51,7 @@ class Site:
         self.web = web
         self.engine = engine
         self.store = store
+        self.decisions: DecisionLog | None = None  # the process's decision log, for /healthz
         self.trusted = parse_networks(web.trusted_proxies)
         self.checks_limiter = RateLimiter(web.check_rate, web.check_burst)
         self.login_limiter = RateLimiter(web.login_rate, max(1, int(web.login_rate)))
