@@ -60,6 +60,7 @@ class MonitorService:
             runtime.store,
             self.alerter,
             node=runtime.node,
+            check_seconds=2 * settings.checks.deadline,  # the resolvers' view, then the zones' own servers
             source=self.source,
             public_url=settings.web.public_url,
         )

@@ -33,7 +33,6 @@ log = logging.getLogger("rdnsgate.monitor")
 
 POLL_SECONDS = 2.0  # the longest wait before the store is asked again for servers that are due
 PRUNE_SECONDS = 3600.0
-LEASE_FLOOR = 30.0  # seconds a claimed server stays with its node at least (a check may take that long)
 
 
 class FleetSource(FleetSink, Protocol):
@@ -53,6 +52,7 @@ class Monitor:
         alerter: Alerter,
         *,
         node: str = "",
+        check_seconds: float = 30.0,
         source: AuthorityLookups | None = None,
         public_url: str = "",
         rng: random.Random | None = None,
@@ -62,6 +62,7 @@ class Monitor:
         self.store = store
         self.alerter = alerter
         self.node = node
+        self.check_seconds = check_seconds  # the longest one check may take (its evaluations' deadlines)
         self.source = source
         self.public_url = public_url
         self.rng = rng or random.Random()
@@ -76,8 +77,8 @@ class Monitor:
         return self.settings.interval * (1 + self.rng.uniform(-jitter, jitter))
 
     def lease(self) -> float:
-        """How long a claimed server is this node's: one interval, but long enough for a slow check."""
-        return max(self.settings.interval, LEASE_FLOOR)
+        """How long a claimed server is this node's: one interval, but never shorter than a slow check."""
+        return max(self.settings.interval, self.check_seconds)
 
     async def run_once(self) -> int:
         """Claim and check every server that is due; the number checked."""

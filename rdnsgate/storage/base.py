@@ -104,10 +104,10 @@ def newest_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
-def upgrade(connection: sa.Connection) -> None:
-    """Bring the schema to the newest version; on PostgreSQL one node at a time (the others then find it done)."""
+def upgrade(connection: sa.Connection, revision: str = "head") -> None:
+    """Bring the schema to `revision` (the newest); on PostgreSQL one node at a time (the others then find it done)."""
     if connection.dialect.name == "postgresql":
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     config = _alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)

@@ -17,7 +17,9 @@ from tests.harness.postgres import Stores
 
 
 class PolicyProcess:
-    def __init__(self, workdir: Path, nameserver: str, profile: str, extra: str = "", *, store: str) -> None:
+    def __init__(
+        self, workdir: Path, nameserver: str, profile: str, extra: str = "", *, store: str, more: str = ""
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.socket_path = workdir / "policy.sock"
@@ -25,7 +27,7 @@ class PolicyProcess:
         (workdir / "rdnsgate.toml").write_text(
             f'[dns]\nnameservers = ["{nameserver}"]\ntimeout = 0.3\ntries = 2\ncache_size = 0\n'
             f'[policy]\nlisten = ["127.0.0.1:{self.port}", "unix:{self.socket_path}"]\nprofile = "{profile}"\n'
-            f'authserv_id = "mx.example.net"\n{extra}\n[storage]\nurl = "{store}"\n'
+            f'authserv_id = "mx.example.net"\n{extra}\n[storage]\nurl = "{store}"\n{more}'
         )
         self.log_path = workdir / "policy.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from rdnsgate.config import StorageSettings
 from rdnsgate.errors import ConfigError, StoreUnavailable, UsageError
-from rdnsgate.model import DecisionRecord, WhitelistEntry
+from rdnsgate.model import DecisionRecord, FleetEntry, WhitelistEntry
 from rdnsgate.policy.whitelist import match, parse_expiry, parse_target
 from rdnsgate.storage import open_store
+from rdnsgate.storage.base import create_engine, newest_revision, upgrade
+from rdnsgate.storage.nodes import Node
+from tests.harness.postgres import Stores
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -110,3 +117,110 @@ async def test_a_database_away_is_a_clear_error_without_its_password() -> None:
 def test_storage_settings_are_checked_at_load() -> None:
     with pytest.raises(ConfigError, match=r"storage\.pool_size must be greater than 0"):
         StorageSettings(pool_size=0)
+
+
+async def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> None:
+    """A store made by the first release, with data in it, upgraded by today's: nothing lost, new tables usable."""
+    engine = create_engine(StorageSettings(url=store_url))
+    async with engine.begin() as connection:
+        await connection.run_sync(upgrade, "0001")
+        await connection.execute(
+            sa.text(
+                "INSERT INTO whitelist (kind, value, reason, created_at) VALUES ('domain', 'example.org', 'old', :at)"
+            ),
+            {"at": NOW},
+        )
+        await connection.execute(
+            sa.text(
+                "INSERT INTO decisions (at, node, session, client_ip, recipients, profile, action, checks)"
+                " VALUES (:at, 'mx1', 's1', '192.0.2.1', '[]', 'classic', 'reject', '{}')"
+            ),
+            {"at": NOW},
+        )
+    await engine.dispose()
+    store = await open_store(store_url)
+    try:
+        assert await store.schema_version() == newest_revision()
+        assert [item.value for item in await store.whitelist_list()] == ["example.org"]
+        [old] = await store.decisions_find(ip="192.0.2.1")
+        assert (old.node, old.action, old.at) == ("mx1", "reject", NOW)
+        await store.node_seen(Node("mx1", "gateway", "0.1.0", NOW, NOW, 3, 0))
+        assert [(item.name, item.backlog) for item in await store.nodes_list()] == [("mx1", 3)]
+        await store.fleet_add(FleetEntry("192.0.2.9", None, "eu"))
+        assert [item.ip for item in await store.fleet_claim("mx1", NOW, 60, 10)] == ["192.0.2.9"]
+    finally:
+        await store.close()
+
+
+async def test_two_nodes_never_claim_the_same_server(store_url: str) -> None:
+    """Leases: what one node claimed, the other does not get until it is recorded or the lease runs out."""
+    one, two = await open_store(store_url), await open_store(store_url)
+    try:
+        for number in range(20):
+            await one.fleet_add(FleetEntry(f"192.0.2.{number + 1}", None, ""))
+        first, second = await asyncio.gather(one.fleet_claim("a", NOW, 60, 12), two.fleet_claim("b", NOW, 60, 12))
+        ips = [item.ip for item in first] + [item.ip for item in second]
+        assert len(ips) == len(set(ips)) == 20  # every server once, none twice
+        assert await two.fleet_claim("b", NOW, 60, 50) == []  # all are leased
+        # A's lease has run out and B took the server over: A's late result is not stored, B's is.
+        late = first[0]
+        [taken] = [
+            item for item in await two.fleet_claim("b", NOW + timedelta(seconds=61), 60, 50) if item.ip == late.ip
+        ]
+        assert not await one.fleet_record(late, NOW, "ok", "late", ("unknown", "ok"), node="a")
+        hour = NOW + timedelta(hours=1)
+        assert await two.fleet_record(taken, NOW, "ok", "on time", ("unknown", "ok"), node="b", next_check=hour)
+        assert [(item["before"], item["after"]) for item in await one.fleet_alerts(late.ip)] == [("unknown", "ok")]
+        # B's other leases have run out too: a third node gets those servers, but not the one checked an hour ahead.
+        later = NOW + timedelta(minutes=3)
+        third = {item.ip for item in await one.fleet_claim("c", later, 60, 50)}
+        assert third == set(ips) - {late.ip}
+        # A node that stops gives its leases back: they are due to the others at once.
+        assert await one.fleet_release("c") == 19
+        assert {item.ip for item in await two.fleet_claim("d", later, 60, 50)} == third
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_old_decisions_are_pruned_in_batches(store_url: str) -> None:
+    store = await open_store(store_url)
+    try:
+
+        def record(at: datetime, session: str) -> DecisionRecord:
+            return DecisionRecord(at, session, "192.0.2.7", None, None, None, (), "classic", "reject", "helo", None, {})
+
+        records = [record(NOW - timedelta(days=40, minutes=m), f"s{m}") for m in range(25)] + [record(NOW, "new")]
+        await store.decisions_add(records)
+        cutoff = NOW - timedelta(days=30)
+        assert [await store.decisions_prune(cutoff, batch=10) for _ in range(4)] == [10, 10, 5, 0]
+        assert [item.session for item in await store.decisions_find()] == ["new"]
+        assert await store.decisions_count() == 1
+    finally:
+        await store.close()
+
+
+async def test_a_whitelist_change_is_announced_to_listeners(stores: Stores, tmp_path: Path) -> None:
+    """PostgreSQL NOTIFY at commit; the listener hears it (and once at connect, for what it missed)."""
+    if stores.kind != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite nodes rely on the periodic reload")
+    from rdnsgate.storage.listen import listen
+    from rdnsgate.storage.whitelist import CHANGED
+
+    url = stores.url(tmp_path)
+    store = await open_store(url)
+    heard = asyncio.Event()
+    listener = asyncio.get_running_loop().create_task(listen(url, CHANGED, heard.set))
+    try:
+        await asyncio.wait_for(heard.wait(), 10)  # the call after connecting
+        heard.clear()
+        await store.whitelist_add(WhitelistEntry(*parse_target("example.org"), "partner", None, NOW, None))
+        await asyncio.wait_for(heard.wait(), 1)
+        heard.clear()
+        await store.whitelist_remove("domain", "example.org")
+        await asyncio.wait_for(heard.wait(), 1)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await store.close()

@@ -56,7 +56,8 @@ def _explain(record: DecisionRecord) -> str:
     colour = "green" if words.outcome == "accepted" else "red"
     why = "".join(f"\n    {escape(line)}" for line in words.why)
     head = f"[bold]{record.at:%Y-%m-%d %H:%M:%S}[/] {escape(words.who)}"
+    node = f" on {escape(record.node)}" if record.node else ""
     return (
-        f"{head} session {record.session} {escape(f'[{record.profile}]')}\n  {escape(words.what)}\n"
+        f"{head} session {record.session}{node} {escape(f'[{record.profile}]')}\n  {escape(words.what)}\n"
         f"  [{colour}]{escape(words.verdict)}[/]{why}"
     )
