@@ -181,3 +181,64 @@ class Stores:
 
     def __repr__(self) -> str:
         return self.kind
+
+
+class Pgbouncer:
+    """pgbouncer in transaction mode in front of `server` (Debian's package), on a free loopback port."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+        self.port = free_port()
+        self.workdir = server.workdir / "pgbouncer"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Pgbouncer:
+        self.workdir.mkdir(exist_ok=True)
+        (self.workdir / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host={self.server.address} port={self.server.port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {self.server.address}\nlisten_port = {self.port}\n"
+            f"unix_socket_dir =\nauth_type = trust\nauth_file = {self.workdir / 'users.txt'}\n"
+            "pool_mode = transaction\ndefault_pool_size = 2\nmax_client_conn = 100\n"
+            f"logfile = {self.workdir / 'pgbouncer.log'}\n"
+        )
+        (self.workdir / "users.txt").write_text(f'"{PostgresServer.USER}" ""\n')
+        if self.server.owner is not None:
+            for path in (self.workdir, *self.workdir.iterdir()):
+                os.chown(path, self.server.owner.pw_uid, self.server.owner.pw_gid)
+        self.process = subprocess.Popen(
+            [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", str(self.workdir / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **self.server._as_owner(),
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((self.server.address, self.port), timeout=1).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not start:\n{self.log()}") from None
+                time.sleep(0.05)
+
+    def url(self, database_url: str) -> str:
+        """`database_url` (of the server), reached through pgbouncer instead."""
+        return database_url.replace(f":{self.server.port}/", f":{self.port}/")
+
+    def log(self) -> str:
+        try:
+            return (self.workdir / "pgbouncer.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

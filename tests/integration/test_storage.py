@@ -224,3 +224,27 @@ async def test_a_whitelist_change_is_announced_to_listeners(stores: Stores, tmp_
         with contextlib.suppress(asyncio.CancelledError):
             await listener
         await store.close()
+
+
+async def test_behind_pgbouncer_in_transaction_mode(stores: Stores, tmp_path: Path) -> None:
+    """storage.pgbouncer: every statement works when each transaction may land on another server connection."""
+    if stores.server is None:
+        pytest.skip("pgbouncer pools PostgreSQL connections")
+    from tests.harness.postgres import Pgbouncer
+
+    bouncer = Pgbouncer(stores.server).start()
+    try:
+        url = bouncer.url(stores.url(tmp_path))
+        store = await open_store(StorageSettings(url=url, pgbouncer=True))
+        try:
+            for round_ in range(3):  # the same statements again: no prepared statement may outlive its transaction
+                await store.whitelist_add(WhitelistEntry("domain", f"r{round_}.example", "partner", None, NOW, None))
+                assert len(await store.whitelist_list()) == round_ + 1
+                await store.decisions_add([DecisionRecord(NOW, f"s{round_}", "192.0.2.1", None, None, None, (),
+                                                          "classic", "accept", None, None, {})])  # fmt: skip
+                await asyncio.gather(*(store.decisions_find(ip="192.0.2.1") for _ in range(5)))
+            assert await store.schema_version() == newest_revision()
+        finally:
+            await store.close()
+    finally:
+        bouncer.stop()
