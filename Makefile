@@ -9,7 +9,7 @@ DEBIAN_RUN_PACKAGES  := knot knot-dnsutils swaks
 DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chromium postgresql pgbouncer
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit quick docs bench bench-gateway bench-policy bench-memory debian-deps clean
+.PHONY: run test lint typecheck unit quick docs bench bench-gateway bench-policy bench-memory bench-store debian-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ bench-policy: $(STAMP) debian-deps
 # The gateway's memory while 8 clients each send a 20 MB message at once.
 bench-memory: $(STAMP) debian-deps
 	$(BIN)/python bench/gateway_memory.py
+
+# The decision log's writer and a gateway under load, on SQLite and on PostgreSQL, same run.
+bench-store: $(STAMP) debian-deps
+	$(BIN)/python bench/store_writes.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -84,6 +84,7 @@ async def cancel(task: asyncio.Task[None] | None) -> None:
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # its plugins, at every start
 
 
 class Runtime:
