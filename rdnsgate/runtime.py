@@ -82,6 +82,10 @@ async def cancel(task: asyncio.Task[None] | None) -> None:
 
 
 def configure_logging(level: int = logging.INFO) -> None:
+    # The format names no source line, thread or process: do not gather them for every record
+    # (the decision log writes one per message; the logging docs' "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # its plugins, at every start

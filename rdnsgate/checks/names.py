@@ -5,6 +5,7 @@ Pure functions on strings; no DNS, no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -55,6 +56,7 @@ def is_fqdn(name: str) -> bool:
     return is_hostname(name) and "." in name
 
 
+@functools.lru_cache(maxsize=4096)  # pure: the same clients come again and again
 def parse_ip(text: str) -> IPAddress:
     """Parse an IP address; an IPv4-mapped IPv6 address becomes IPv4.
 

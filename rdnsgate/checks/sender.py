@@ -9,6 +9,7 @@ receives no mail".  Bounces (``<>``) are never refused.  No I/O here.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,6 +55,7 @@ class SenderForm:
         return self.form is Form.DOMAIN
 
 
+@functools.lru_cache(maxsize=4096)  # pure: the same senders come again and again (the policy service's sessions)
 def parse_reverse_path(text: str | None) -> SenderForm:
     """Syntax only: the reverse-path's form and domain."""
     if text is None:

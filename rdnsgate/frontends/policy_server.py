@@ -146,7 +146,7 @@ class PolicyService:
         if found is not None:
             found.session.close()
         session = Session(self.policy, self.engine, self.holder, self.decisions, id=name, recent=self.recent)
-        session.begin(ip)
+        session.begin(ip, look_up=False)  # a recent report may make the lookup needless
         found = self.instances[name] = Instance(session, client)
         while len(self.instances) > self.max_instances:
             _name, old = self.instances.popitem(last=False)

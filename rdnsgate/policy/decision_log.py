@@ -61,17 +61,29 @@ def make_record(
         action=decision.action.value,
         stage=decision.stage.value if decision.stage else None,
         reply=str(reply) if reply else None,
-        checks={
-            item.check.value: {
-                "result": item.result.value,
-                "reason": item.reason,
-                "detail": printable(item.detail, 400),
-            }
-            for item in report.checks
-        },
+        checks=checks_of(report),
         whitelisted=decision.whitelisted,
         node=node,
     )
+
+
+_CHECKS_KEPT = 4096
+_checks: dict[int, tuple[Report, dict[str, dict[str, str]]]] = {}
+
+
+def checks_of(report: Report) -> dict[str, dict[str, str]]:
+    """The checks of `report` as a record holds them; the same dict for the same report (never changed after)."""
+    known = _checks.get(id(report))
+    if known is not None and known[0] is report:
+        return known[1]
+    checks = {
+        item.check.value: {"result": item.result.value, "reason": item.reason, "detail": printable(item.detail, 400)}
+        for item in report.checks
+    }
+    if len(_checks) >= _CHECKS_KEPT:
+        _checks.clear()
+    _checks[id(report)] = (report, checks)
+    return checks
 
 
 def record_dict(record: DecisionRecord) -> dict[str, Any]:

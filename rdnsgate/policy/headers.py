@@ -14,7 +14,9 @@ MAX_ITEM = 200
 
 def printable(text: str, limit: int = MAX_ITEM) -> str:
     """`text` with everything but printable ASCII replaced by '?', cut to `limit`."""
-    clean = "".join(c if " " <= c <= "~" else "?" for c in text)
+    # The usual case is answered in C: among ASCII characters, the printable ones are exactly ' '..'~'.
+    ascii_printable = text.isascii() and text.isprintable()
+    clean = text if ascii_printable else "".join(c if " " <= c <= "~" else "?" for c in text)
     return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 

@@ -54,6 +54,7 @@ NO_HELO = CheckResult(Check.HELO, Result.NONE, "not-given", "no HELO yet")
 NO_ALIGN = CheckResult(Check.HELO_ALIGN, Result.NONE, "not-checked", "no HELO yet")
 NO_SENDER = CheckResult(Check.SENDER, Result.NONE, "not-given", "no MAIL FROM yet")
 REPORT_TTL = 60.0  # seconds a report may serve later sessions of the same client, at most
+DECIDED_KEPT = 4096  # decisions remembered per policy for reports shared between sessions
 
 
 def worse(old: CheckResult | None, new: CheckResult) -> CheckResult:
@@ -94,6 +95,11 @@ class Policy:
     check_url: str | None = None
     footer: str | None = None
     node: str = ""
+    # Decisions already made on a report shared by many sessions (RecentReports): (report, entry, decision)
+    # by (id(report), id(entry)); checked by identity, so a reused id never answers for another report.
+    _decided: dict[tuple[int, int], tuple[Report, WhitelistEntry | None, Decision]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def from_settings(cls, settings: PolicySettings, section: str, hostname: str, node: str = "") -> Policy:
@@ -116,6 +122,17 @@ class Policy:
         )
 
     def decide(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:
+        key = (id(report), id(whitelisted))
+        known = self._decided.get(key)
+        if known is not None and known[0] is report and known[1] is whitelisted:
+            return known[2]
+        decision = self._decide(report, whitelisted)
+        if len(self._decided) >= DECIDED_KEPT:
+            self._decided.clear()
+        self._decided[key] = (report, whitelisted, decision)
+        return decision
+
+    def _decide(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:
         return decide(
             report,
             self.profile,
@@ -199,18 +216,25 @@ class Session:
         self.sender_result: CheckResult = NO_SENDER
         self._accepted_recorded = False
         self._cached: tuple[int, int, Report, Decision] | None = None  # (state version, whitelist id, ...)
+        self._shared: tuple[int, Report] | None = None  # (state version, a RecentReports report equal to ours)
         self._version = 0
 
     # -- the client ---------------------------------------------------------------------------------
-    def begin(self, ip: IPAddress) -> None:
-        """The client is `ip` (at connect, or when a trusted proxy says so): start its iprev lookup now."""
+    def begin(self, ip: IPAddress, *, look_up: bool = True) -> None:
+        """The client is `ip` (at connect, or when a trusted proxy says so): start its iprev lookup now,
+        or (`look_up` false: the policy service, whose first request may find a recent report) when needed."""
         self.close()
         self.ip = ip
         self._version += 1
         if Check.IPREV in self.policy.off:
             self._iprev = IprevReport(ip, switched_off(Check.IPREV), Lookup("", "PTR", Status.NODATA))
-        else:
-            self._iprev = asyncio.get_running_loop().create_task(self.engine.iprev(ip))
+        elif look_up:
+            self._start_iprev()
+
+    def _start_iprev(self) -> asyncio.Task[IprevReport]:
+        assert self.ip is not None
+        task = self._iprev = asyncio.get_running_loop().create_task(self.engine.iprev(self.ip))
+        return task
 
     def close(self) -> None:
         if isinstance(self._iprev, asyncio.Task) and not self._iprev.done():
@@ -220,7 +244,9 @@ class Session:
     async def iprev(self) -> IprevReport:
         task = self._iprev
         if task is None:
-            raise RuntimeError("Session.begin(ip) was not called")
+            if self.ip is None:
+                raise RuntimeError("Session.begin(ip) was not called")
+            task = self._start_iprev()
         if isinstance(task, IprevReport):
             return task
         report = await asyncio.shield(task)
@@ -298,6 +324,8 @@ class Session:
                 self._set_helo(helo, known.helo, known.helo_align)
             if sender is not None:
                 self._set_sender(sender, parse_reverse_path(sender), known.sender)
+            if self._same_as(known):  # a new session of a known client: its report, and its decisions, are shared
+                self._shared = (self._version, known)
             return
         helo_results: tuple[CheckResult, CheckResult] | None = None
         sender_result: CheckResult | None = None
@@ -328,7 +356,23 @@ class Session:
             raise RuntimeError("Session.begin(ip) was not called")
         return self.ip
 
+    def _same_as(self, known: Report) -> bool:
+        """Whether the report this session would build now is `known`, field for field."""
+        return (
+            self.ip == known.ip
+            and self._iprev is known.iprev
+            and self.helo_result is known.helo
+            and self.align is known.helo_align
+            and self.helo_name == known.helo_name
+            and self.sender_result is known.sender
+            and self.sender_address == known.sender_address
+            and self.sender_domain == known.sender_domain
+        )
+
     async def report(self) -> Report:
+        shared = self._shared
+        if shared is not None and shared[0] == self._version:
+            return shared[1]
         return Report(
             ip=self._ip(),
             iprev=await self.iprev(),
