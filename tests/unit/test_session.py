@@ -180,3 +180,34 @@ def test_due_is_at_the_stage_or_after(refusal: Stage, now: Stage) -> None:
 def test_worse_never_improves(old: Result, new: Result) -> None:
     first, second = CheckResult(Check.HELO, old, "a", ""), CheckResult(Check.HELO, new, "b", "")
     assert SEVERITY[worse(first, second).result] == max(SEVERITY[old], SEVERITY[new])
+
+
+@given(st.text(), st.integers(min_value=4, max_value=300))
+def test_printable_fast_path_agrees_with_the_character_rule(text: str, limit: int) -> None:
+    """The C fast path (ASCII and printable) and the per-character rule give the same text."""
+    from rdnsgate.policy.headers import printable
+
+    slow = "".join(c if " " <= c <= "~" else "?" for c in text)
+    assert printable(text, limit) == (slow if len(slow) <= limit else slow[: limit - 3] + "...")
+    assert printable(text + "\x7f", 10_000).endswith("?") and printable("é\n", 10) == "??"
+
+
+async def test_a_new_session_of_a_known_client_shares_the_report_and_its_decision() -> None:
+    """The policy service's many short sessions: the second one reuses the first's report object and decision
+    without a lookup, and a whitelist entry added in between still changes the decision."""
+    engine, log = TableEngine(), Log()
+    policy, recent = Policy(get_profile("classic")), RecentReports()
+    reports = []
+    for number in (1, 2):
+        made = Session(policy, engine, log, log, id=str(number), recent=recent)  # type: ignore[arg-type]
+        made.begin(CLIENT, look_up=False)
+        await made.evaluate("mail.example.org", "<bob@example.org>")
+        reports.append(await made.decision())
+        if number == 1:
+            recent.put((str(CLIENT), "mail.example.org", "<bob@example.org>"), reports[0][0])
+    (first, decided), (second, again) = reports
+    assert second is first and again is decided
+    assert sorted(engine.asked) == ["helo mail.example.org", "iprev", "sender example.org"]  # the first session only
+    log.whitelist = [WhitelistEntry("network", f"{CLIENT}/32", "ticket 1", None, None, None)]
+    _report, whitelisted = await made.decision()
+    assert whitelisted.whitelisted and not decided.whitelisted
