@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +32,19 @@ def run_in_netns(name: str, script: str, arguments: Sequence[str]) -> None:
 
     with netns(name) as namespace:
         subprocess.run(["ip", "netns", "exec", namespace, sys.executable, script, "--inside", *arguments], check=True)
+
+
+@contextmanager
+def in_memory(prefix: str) -> Iterator[Path]:
+    """A temporary directory on a tmpfs of its own (inside the benchmark's network namespace, which
+    `ip netns exec` gives a mount namespace too): queue files, zones and databases never wait on the disk,
+    whose fsync times on a shared machine would swing the figures more than what is measured."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=755", "tmpfs", tmp], check=True)
+        try:
+            yield Path(tmp)
+        finally:
+            subprocess.run(["umount", "--lazy", tmp], check=False)
 
 
 def write_section(mark: str, title: str, body: str) -> None:

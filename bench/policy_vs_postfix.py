@@ -2,13 +2,19 @@
 
 In a network namespace of its own (Postfix resolves through resolv.conf):
 knotd on 127.0.0.1:53, smtp-sink, ``rdnsgate serve policy`` (profile
-postfix) pinned to one core, and two throw-away Postfix instances — one with
-the built-in checks, one with ``check_policy_service`` and its own checks off.
-``smtp-source -s 20 -l 1024`` (one connection per message) drives both,
-alternating, best of the runs; then a load process (on the other core) sends
-policy requests over 32 keep-alive connections, ten RCPTs per Postfix session
-as Postfix would, and counts requests per second.  Results go to
-BENCHMARKS.md between the policy markers.
+postfix), a null policy server (answers ``DUNNO`` at once: the cost of the
+policy round trip itself, written here) and three throw-away Postfix
+instances: one with the built-in checks, one with ``check_policy_service``
+-> rdnsgate and its own checks off, one asking the null server.
+
+Placement, so that runs can be compared: the servers (Postfix, knotd, the
+policy services) share CPU 0, the load (``smtp-source``) and the sink CPU 1.
+``smtp-source -s 20 -l 1024`` (one connection per message) drives the three
+in rounds, the order rotating each round, after a warm-up; the median of the
+rounds counts, with the lowest and highest beside it.  Then a load process
+(on CPU 1) sends policy requests to the service (CPU 0) over 32 keep-alive
+connections and counts requests per second.  Results go to BENCHMARKS.md
+between the policy markers.
 
     make bench-policy            # as root
 """
@@ -18,9 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import need_root, run_in_netns, write_section  # noqa: E402
+from bench.common import in_memory, need_root, run_in_netns, write_section  # noqa: E402
 from bench.gateway_vs_postfix import smtp_source, zones  # noqa: E402
 from tests.harness.knot import KnotServer  # noqa: E402
 from tests.harness.postfix import PostfixInstance  # noqa: E402
@@ -36,7 +42,9 @@ from tests.harness.smtp import wait_port  # noqa: E402
 
 MARK = "policy-benchmark"
 ENDPOINT = "inet:127.0.0.1:10040"
-SINK, POLICY, BUILTIN, DELEGATED = 2600, 10040, 2601, 2602
+NULL_ENDPOINT = "check_policy_service inet:127.0.0.1:10041"
+SINK, POLICY, NULL, BUILTIN, DELEGATED, TO_NULL = 2600, 10040, 10041, 2601, 2602, 2603
+SERVERS, LOAD = "0", "1"  # CPUs
 CHECKS = (
     "reject_unknown_reverse_client_hostname, reject_unknown_client_hostname, reject_invalid_helo_hostname, "
     "reject_non_fqdn_helo_hostname, reject_unknown_helo_hostname, reject_non_fqdn_sender, "
@@ -76,28 +84,56 @@ async def load(port: int, seconds: float, connections: int, per_session: int = 1
     return sum(counts) / (time.perf_counter() - start)
 
 
+async def null_server(port: int) -> None:
+    """A policy server that answers DUNNO to every request at once: the round trip and nothing else."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\n\n")
+                writer.write(b"action=DUNNO\n\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def pinned(cpu: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *command]
+
+
 def inside(args: argparse.Namespace) -> None:
     if args.load:
         import uvloop
 
         print(uvloop.run(load(POLICY, args.seconds, 32, args.per_session)))
         return
-    with tempfile.TemporaryDirectory(prefix="rdnsgate-bench-policy-") as tmp:
-        work = Path(tmp)
-        work.chmod(0o755)
+    if args.null:
+        import uvloop
+
+        uvloop.run(null_server(NULL))
+        return
+    with in_memory("rdnsgate-bench-policy-") as work:
         knot = KnotServer(work / "knot", zones(), address="127.0.0.1", port=53).start()
-        sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{SINK}", "1000"], stdout=subprocess.DEVNULL)
+        assert knot.proc is not None
+        subprocess.run(["taskset", "-a", "-p", "-c", SERVERS, str(knot.proc.pid)], check=True, capture_output=True)
+        sink = subprocess.Popen(
+            pinned(LOAD, ["smtp-sink", "-u", "nobody", f"127.0.0.1:{SINK}", "1000"]), stdout=subprocess.DEVNULL
+        )
         config = work / "rdnsgate.toml"
         config.write_text(
             f'[dns]\nnameservers = ["127.0.0.1:53"]\n[policy]\nlisten = ["127.0.0.1:{POLICY}"]\nprofile = "postfix"\n'
             f'[storage]\nurl = "sqlite:///{work / "rdnsgate.db"}"\n'
         )
         service = subprocess.Popen(
-            [sys.executable, "-m", "rdnsgate", "serve", "policy", "--config", str(config)],
+            pinned(SERVERS, [sys.executable, "-m", "rdnsgate", "serve", "policy", "--config", str(config)]),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=open(work / "policy.log", "wb"),  # noqa: SIM115 - the child's; closed when it exits
         )
+        null = subprocess.Popen(pinned(SERVERS, [sys.executable, __file__, "--inside", "--null"]))
         common = {"relayhost": f"[127.0.0.1]:{SINK}", "relay_domains": "bench.example", "smtpd_helo_required": "yes"}
         builtin = PostfixInstance(work / "pf-builtin", BUILTIN, {**common, "smtpd_recipient_restrictions": CHECKS})
         delegated = PostfixInstance(
@@ -105,31 +141,42 @@ def inside(args: argparse.Namespace) -> None:
             DELEGATED,
             {**common, "smtpd_recipient_restrictions": f"reject_unauth_destination, check_policy_service {ENDPOINT}"},
         )
+        to_null = PostfixInstance(
+            work / "pf-null",
+            TO_NULL,
+            {**common, "smtpd_recipient_restrictions": f"reject_unauth_destination, {NULL_ENDPOINT}"},
+        )
+        sides = {"builtin": (builtin, BUILTIN), "rdnsgate": (delegated, DELEGATED), "null": (to_null, TO_NULL)}
         try:
             wait_port("127.0.0.1", SINK)
             wait_port("127.0.0.1", POLICY, timeout=20)
-            builtin.start()
-            delegated.start()
-            wait_port("127.0.0.1", BUILTIN)
-            wait_port("127.0.0.1", DELEGATED)
-            smtp_source(BUILTIN, 200)
-            smtp_source(DELEGATED, 200)
-            theirs, ours = [], []
+            wait_port("127.0.0.1", NULL, timeout=20)
+            for instance, port in sides.values():
+                instance.start(cpus=SERVERS)
+                wait_port("127.0.0.1", port)
+                smtp_source(port, 300, cpus=LOAD)  # warm-up: caches, processes, connections
+            rates: dict[str, list[float]] = {name: [] for name in sides}
+            order = list(sides)
+            for instance, _port in sides.values():
+                instance.wait_delivered()
             for _ in range(args.runs):
-                theirs.append(smtp_source(BUILTIN, args.messages))
-                ours.append(smtp_source(DELEGATED, args.messages))
-            for instance in (builtin, delegated):
+                for name in order:
+                    rates[name].append(smtp_source(sides[name][1], args.messages, cpus=LOAD))
+                    # smtp-source counts a message once it is queued: let it be delivered before the next run,
+                    # or that delivery competes with the next run (the swing of earlier versions of this benchmark)
+                    sides[name][0].wait_delivered()
+                order = order[1:] + order[:1]  # no side always first (or always after the same one)
+            for instance, _port in sides.values():
                 if "reject:" in instance.log():
                     raise SystemExit(f"refusals during the benchmark in {instance.workdir}")
-            # "On one core": the service (all its threads) on CPU 0, the load generator on CPU 1.
-            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(service.pid)], check=True, capture_output=True)
-            rates = {}
-            for per_session in (10**9, 10):
+            # The service alone: it is on CPU 0 already, the load generator goes on CPU 1.
+            requests = {}
+            for per_session in (10**9, 10, 1):
                 loader = subprocess.run(
                     [
                         "taskset",
                         "-c",
-                        "1",
+                        LOAD,
                         sys.executable,
                         __file__,
                         "--inside",
@@ -145,50 +192,79 @@ def inside(args: argparse.Namespace) -> None:
                 )
                 if loader.returncode != 0:
                     raise SystemExit(f"load generator failed: {loader.stderr[-2000:]}")
-                rates[per_session] = float(loader.stdout.strip().splitlines()[-1])
+                requests[per_session] = float(loader.stdout.strip().splitlines()[-1])
         finally:
-            builtin.stop()
-            delegated.stop()
+            for instance, _port in sides.values():
+                instance.stop()
             service.terminate()
             service.wait(20)
+            null.terminate()
+            null.wait(20)
             sink.terminate()
             sink.wait(10)
             knot.stop()
-    best_theirs, best_ours = max(theirs), max(ours)
-    section = "\n".join(
-        [
-            f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores with `make bench-policy`: "
-            f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, best of {args.runs} "
-            "alternating runs after a warm-up, next hop `smtp-sink` for both.",
-            "",
-            "| Postfix 3.7 | msgs/s |",
-            "|---|---:|",
-            f"| with its own `reject_unknown_*` checks | {best_theirs:,.0f} |",
-            f"| with `check_policy_service` → rdnsgate (profile postfix), own checks off | {best_ours:,.0f} |",
-            f"| **throughput with rdnsgate / without** | **{best_ours / best_theirs:.2f}×** |",
-            "",
-            "The policy service alone, pinned to one core, 32 keep-alive connections with one request outstanding "
-            f"on each (the load generator on the other core), {args.seconds:.0f} s each:",
-            "",
-            "| requests | requests/s |",
-            "|---|---:|",
-            f"| within evaluated sessions (protocol, cache, reply) | **{rates[10**9]:,.0f}** |",
-            f"| a new Postfix session every 10 requests (evaluation + decision record each) | {rates[10]:,.0f} |",
-        ]
-    )
+    section = table(rates, requests, args)
     print(section)
     if not args.no_write:
         write_section(MARK, "Policy service: Postfix with and without rdnsgate", section)
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+
+def table(rates: dict[str, list[float]], requests: dict[int, float], args: argparse.Namespace) -> str:
+    ours_theirs = [o / t for o, t in zip(rates["rdnsgate"], rates["builtin"], strict=True)]
+    ours_null = [o / n for o, n in zip(rates["rdnsgate"], rates["null"], strict=True)]
+    null_theirs = [n / t for n, t in zip(rates["null"], rates["builtin"], strict=True)]
+
+    def ratios(values: list[float]) -> str:
+        return f"**{statistics.median(values):.2f}×** ({', '.join(f'{value:.2f}' for value in values)})"
+
+    load = os.getloadavg()
+    return "\n".join(
+        [
+            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores with `make bench-policy` "
+            f"(load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end): "
+            f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, next hop `smtp-sink`; "
+            f"{args.runs} rounds of the three Postfix instances, the order rotating, after a warm-up. "
+            "Servers (Postfix, knotd, policy services) on CPU 0, load and sink on CPU 1. "
+            "Median (lowest–highest) msgs/s:",
+            "",
+            "| Postfix 3.7 | msgs/s |",
+            "|---|---:|",
+            f"| with its own `reject_unknown_*` checks | {spread(rates['builtin'])} |",
+            "| with `check_policy_service` → rdnsgate (profile postfix), own checks off "
+            f"| {spread(rates['rdnsgate'])} |",
+            f"| with `check_policy_service` → a null server (`DUNNO` at once) | {spread(rates['null'])} |",
+            "",
+            "| ratio, round by round | median (each round) |",
+            "|---|---|",
+            f"| with rdnsgate / with its own checks | {ratios(ours_theirs)} |",
+            f"| with rdnsgate / with the null server | {ratios(ours_null)} |",
+            f"| with the null server / with its own checks | {ratios(null_theirs)} |",
+            "",
+            "The policy service alone on CPU 0, 32 keep-alive connections with one request outstanding on each "
+            f"(the load generator on CPU 1), {args.seconds:.0f} s each:",
+            "",
+            "| requests | requests/s |",
+            "|---|---:|",
+            f"| within evaluated sessions (protocol, cache, reply) | **{requests[10**9]:,.0f}** |",
+            f"| a new Postfix session every 10 requests | {requests[10]:,.0f} |",
+            f"| a new Postfix session every request (report shared, decision record each) | {requests[1]:,.0f} |",
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--null", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--per-session", type=int, default=10, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,17 +71,30 @@ class PostfixInstance:
         }
         (self.config / "main.cf").write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
 
-    def _postfix(self, action: str) -> None:
-        proc = subprocess.run(["postfix", "-c", str(self.config), action], capture_output=True, text=True)
+    def _postfix(self, action: str, cpus: str | None = None) -> None:
+        pinned = ["taskset", "-c", cpus] if cpus else []
+        proc = subprocess.run([*pinned, "postfix", "-c", str(self.config), action], capture_output=True, text=True)
         if proc.returncode != 0:
             tail = "\n".join(self.log_path.read_text().splitlines()[-10:]) if self.log_path.exists() else ""
             raise RuntimeError(f"postfix {action} failed: {proc.stderr.strip()}\n{tail}")
 
-    def start(self) -> PostfixInstance:
+    def start(self, cpus: str | None = None) -> PostfixInstance:
+        """Check and start it; with `cpus` (taskset's list), its master and every process it starts run there."""
         self.write()
         self._postfix("check")
-        self._postfix("start")
+        self._postfix("start", cpus=cpus)
         return self
+
+    def wait_delivered(self, timeout: float = 300.0) -> float:
+        """Wait until every message it accepted has left its queue; the seconds waited."""
+        start = time.monotonic()
+        while True:
+            listing = subprocess.run(["postqueue", "-c", str(self.config), "-p"], capture_output=True, text=True)
+            if "Mail queue is empty" in listing.stdout:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise RuntimeError(f"{self.workdir}: queue not empty after {timeout:.0f} s:\n{listing.stdout[-500:]}")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         subprocess.run(["postfix", "-c", str(self.config), "stop"], capture_output=True)
