@@ -13,9 +13,13 @@ and forward zone on the namespace's loopback.  Inside it:
   reject_unknown_client_hostname``, relaying to the same smtp-sink.
 
 ``smtp-source`` sends 1 KiB messages, one connection each, 20 in parallel, to
-both, alternating, after a warm-up; the best of the runs counts.  Then 1,000
-idle sessions are opened to the gateway and its resident memory is read.
-Results go to BENCHMARKS.md between the gateway markers.
+the gateway with one worker per core, the gateway with one worker, and Postfix,
+in rounds whose order rotates, after a warm-up; every Postfix run waits until
+its queue is delivered (smtp-source counts a message once queued, so that
+delivery would overlap the next run), and everything lives on a tmpfs. The
+medians count, each round's ratio beside them.  Then 1,000 idle sessions are
+opened to the gateway and its memory is read.  Results go to BENCHMARKS.md
+between the gateway markers.
 
     make bench-gateway            # as root
 """
@@ -27,9 +31,9 @@ import os
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,12 +41,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import need_root, need_tools, run_in_netns, write_section  # noqa: E402
+from bench.common import in_memory, need_root, need_tools, run_in_netns, write_section  # noqa: E402
 from tests.harness.knot import KnotServer, Zone  # noqa: E402
 from tests.harness.postfix import PostfixInstance  # noqa: E402
 from tests.harness.smtp import GatewayProcess, wait_port  # noqa: E402
 
-SINK, GATEWAY, POSTFIX = 2600, 2525, 2526
+SINK, GATEWAY, POSTFIX, SINGLE = 2600, 2525, 2526, 2527
 
 
 def zones() -> list[Zone]:
@@ -108,33 +112,34 @@ def idle_sessions_rss(pid: int, count: int) -> tuple[int, int]:
             sock.close()
 
 
-def inside(args: argparse.Namespace) -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    with tempfile.TemporaryDirectory(prefix="rdnsgate-bench-gw-") as tmp:
-        workdir = Path(tmp)
-        knot = KnotServer(workdir / "knot", zones(), address="127.0.0.1", port=53).start()
-        sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{SINK}", "1000"], stdout=subprocess.DEVNULL)
-        gateway = GatewayProcess(
-            workdir / "gateway",
-            f"""
+def gateway_settings(port: int, workers: int) -> str:
+    return f"""
 [dns]
 nameservers = ["127.0.0.1:53"]
 [gateway]
-listen = ["127.0.0.1:{GATEWAY}"]
+listen = ["127.0.0.1:{port}"]
 profile = "classic"
 next_hop = "smtp://127.0.0.1:{SINK}"
 relay_domains = ["bench.example"]
 hostname = "gw.bench.example"
 max_sessions = 5000
 max_sessions_per_ip = 5000
-workers = {args.workers}
+workers = {workers}
 [storage]
 url = "sqlite:///rdnsgate.db"
-""",
-            port=GATEWAY,
-        )
+"""
+
+
+def inside(args: argparse.Namespace) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    workers = args.workers or os.cpu_count() or 1
+    with in_memory("rdnsgate-bench-gw-") as workdir:
+        knot = KnotServer(workdir / "knot", zones(), address="127.0.0.1", port=53).start()
+        sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{SINK}", "1000"], stdout=subprocess.DEVNULL)
+        gateway = GatewayProcess(workdir / "gateway", gateway_settings(GATEWAY, workers), port=GATEWAY)
+        single = GatewayProcess(workdir / "gateway-1", gateway_settings(SINGLE, 1), port=SINGLE)
         postfix = PostfixInstance(
             workdir / "postfix",
             POSTFIX,
@@ -145,41 +150,37 @@ url = "sqlite:///rdnsgate.db"
                 "smtpd_client_restrictions": "reject_unknown_client_hostname",
             },
         )
+        sides = {"gateway": GATEWAY, "single": SINGLE, "postfix": POSTFIX}
         try:
             wait_port("127.0.0.1", SINK)
             gateway.start()
+            single.start()
             postfix.start()
             wait_port("127.0.0.1", POSTFIX)
-            smtp_source(GATEWAY, 200)  # warm-up: caches, connections, imports
-            smtp_source(POSTFIX, 200)
-            ours, theirs = [], []
+            for port in sides.values():
+                smtp_source(port, 300)  # warm-up: caches, connections, imports
+            postfix.wait_delivered()
+            rates: dict[str, list[float]] = {name: [] for name in sides}
+            order = list(sides)
             for _ in range(args.runs):
-                ours.append(smtp_source(GATEWAY, args.messages))
-                theirs.append(smtp_source(POSTFIX, args.messages))
+                for name in order:
+                    rates[name].append(smtp_source(sides[name], args.messages))
+                    # Postfix counts a message once queued; its delivery must not overlap the next run
+                    postfix.wait_delivered()
+                order = order[1:] + order[:1]
             assert gateway.proc is not None
             if args.profile:
                 spy = subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "-o",
-                        args.profile,
-                        "-f",
-                        "raw",
-                        "-r",
-                        "500",
-                        "-p",
-                        str(gateway.proc.pid),
-                        "-d",
-                        "8",
-                    ],
+                    ["py-spy", "record", "-o", args.profile, "-f", "raw", "-r", "500", "-p", str(gateway.proc.pid),
+                     "-d", "8", "--subprocesses"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
-                )
+                )  # fmt: skip
                 smtp_source(GATEWAY, args.messages)
                 spy.wait()
             before, idle = idle_sessions_rss(gateway.proc.pid, 1000)
-            refused = gateway.log().count('"action":"reject"') + gateway.log().count('"action":"tempfail"')
+            logs = gateway.log() + single.log()
+            refused = logs.count('"action":"reject"') + logs.count('"action":"tempfail"')
             postfix_log = postfix.log()
             if refused or "NOQUEUE: reject" in postfix_log:
                 raise SystemExit(
@@ -188,37 +189,51 @@ url = "sqlite:///rdnsgate.db"
         finally:
             postfix.stop()
             gateway.stop()
+            single.stop()
             sink.send_signal(signal.SIGTERM)
             sink.wait(10)
             knot.stop()
-    section = table(max(ours), max(theirs), before, idle, args)
+    section = table(rates, before, idle, workers, args)
     print(section)
     if not args.no_write:
         write_section("gateway-benchmark", "Gateway: rdnsgate vs Postfix", section)
 
 
-def table(ours: float, theirs: float, before: int, idle: int, args: argparse.Namespace) -> str:
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+
+def table(rates: dict[str, list[float]], before: int, idle: int, workers: int, args: argparse.Namespace) -> str:
+    def ratio(name: str) -> str:
+        each = [ours / theirs for ours, theirs in zip(rates[name], rates["postfix"], strict=True)]
+        return f"**{statistics.median(each):.2f}×** ({', '.join(f'{value:.2f}' for value in each)})"
+
+    load = os.getloadavg()
     return "\n".join(
         [
-            f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores with `make bench-gateway`: "
-            f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, best of {args.runs} "
-            "alternating runs after a warm-up, next hop `smtp-sink` for both.",
+            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores with `make bench-gateway` "
+            f"(load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end): "
+            f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, next hop `smtp-sink`; "
+            f"{args.runs} rounds, the order rotating, after a warm-up; each Postfix run waits until its mail is "
+            "delivered; everything on a tmpfs. Median (lowest–highest) msgs/s:",
             "",
-            "| server | msgs/s |",
-            "|---|---:|",
-            f"| Postfix 3.7 with `reject_unknown_client_hostname` | {theirs:,.0f} |",
-            f"| `rdnsgate serve gateway` (classic, uvloop, {args.workers or os.cpu_count()} workers) | {ours:,.0f} |",
-            f"| **ratio rdnsgate / Postfix** | **{ours / theirs:.2f}×** |",
+            "| server | msgs/s | ratio to Postfix, median (each round) |",
+            "|---|---:|---|",
+            f"| Postfix 3.7 with `reject_unknown_client_hostname` | {spread(rates['postfix'])} | |",
+            f"| `rdnsgate serve gateway` (classic, uvloop, {workers} workers) | {spread(rates['gateway'])} "
+            f"| {ratio('gateway')} |",
+            f"| `rdnsgate serve gateway` (1 worker) | {spread(rates['single'])} | {ratio('single')} |",
             "",
-            f"Gateway memory (PSS of all its processes): {before / 1024:.1f} MiB at rest, {idle / 1024:.1f} MiB "
-            f"with 1,000 idle sessions (banner sent, waiting for EHLO): {(idle - before) / 1000:.1f} KiB per session.",
+            f"Gateway memory ({workers} workers, PSS of all its processes): {before / 1024:.1f} MiB at rest, "
+            f"{idle / 1024:.1f} MiB with 1,000 idle sessions (banner sent, waiting for EHLO): "
+            f"{(idle - before) / 1000:.1f} KiB per session.",
         ]
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--workers", type=int, default=0, help="gateway.workers (default 0: one per core)")
