@@ -359,14 +359,21 @@ def _coerce(value: Any, kind: Any, where: str, from_text: bool) -> Any:
     raise ConfigError(f"{where}: expected {name}, found {value!r}")
 
 
-def _section(cls: type[Any], values: Mapping[str, Any], where: str, from_text: bool = False) -> dict[str, Any]:
+def _section(
+    cls: type[Any], values: Mapping[str, Any], where: str, from_text: bool = False, problems: list[str] | None = None
+) -> dict[str, Any]:
     known = {item.name for item in dataclasses.fields(cls)}
     out = {}
     for key, value in values.items():
-        if key not in known:
-            hint = ", ".join(sorted(known))
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {hint})")
-        out[key] = _coerce(value, _kind(cls, key), f"{where}.{key}", from_text)
+        try:
+            if key not in known:
+                hint = ", ".join(sorted(known))
+                raise ConfigError(f"{where}: unknown key {key!r} (known: {hint})")
+            out[key] = _coerce(value, _kind(cls, key), f"{where}.{key}", from_text)
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
     return out
 
 
@@ -375,38 +382,77 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Settings:
-    """Defaults < `path` (TOML) < `env` (RDNSGATE_SECTION_KEY) < `overrides` (flags)."""
+    """Defaults < `path` (TOML) < `env` (RDNSGATE_SECTION_KEY) < `overrides` (flags).
+
+    Raises ConfigError for the first problem found; `check_settings` finds them all.
+    """
+    settings = _load(path, env, overrides, None)
+    assert settings is not None
+    return settings
+
+
+def check_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> tuple[Settings | None, list[str]]:
+    """Every problem of the file and the environment (not only the first); the settings when there is none."""
+    problems: list[str] = []
+    settings = _load(path, env, None, problems)
+    return (settings if not problems else None), problems
+
+
+def _load(
+    path: Path | None,
+    env: Mapping[str, str] | None,
+    overrides: Mapping[str, Mapping[str, Any]] | None,
+    problems: list[str] | None,
+) -> Settings | None:
+    def problem(message: str) -> None:
+        if problems is None:
+            raise ConfigError(message)
+        problems.append(message)
+
     merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     if path is not None:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+            problem(f"{path}: cannot read ({exc.strerror})")
+            return None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+            problem(f"{path}: not valid TOML: {exc}")
+            return None
         for name, values in data.items():
             if name not in SECTIONS or not isinstance(values, dict):
-                raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(SECTIONS)})")
-            merged[name].update(_section(SECTIONS[name], values, f"{path}: {name}"))
+                problem(f"{path}: unknown section [{name}] (known: {', '.join(SECTIONS)})")
+                continue
+            merged[name].update(_section(SECTIONS[name], values, f"{path}: {name}", problems=problems))
     for variable, value in (env if env is not None else os.environ).items():
         if not variable.startswith(ENV_PREFIX) or variable == ENV_PREFIX + "CONFIG":
             continue
         rest = variable[len(ENV_PREFIX) :].lower()
         section = next((name for name in SECTIONS if rest.startswith(name + "_")), None)
         if section is None:
-            raise ConfigError(f"environment {variable}: no such section (RDNSGATE_<{'|'.join(SECTIONS).upper()}>_KEY)")
+            problem(f"environment {variable}: no such section (RDNSGATE_<{'|'.join(SECTIONS).upper()}>_KEY)")
+            continue
         key = rest[len(section) + 1 :]
-        merged[section].update(_section(SECTIONS[section], {key: value}, f"environment {variable}", from_text=True))
+        merged[section].update(
+            _section(SECTIONS[section], {key: value}, f"environment {variable}", from_text=True, problems=problems)
+        )
     for name, values in (overrides or {}).items():
         merged[name].update({key: value for key, value in values.items() if value is not None})
     public = merged["web"].get("public_url")
     if public:  # refusal texts link to this app's check page unless told otherwise
         for section in ("gateway", "policy"):
             merged[section].setdefault("check_url", f"{str(public).rstrip('/')}/check")
-    try:
-        return Settings(**{name: SECTIONS[name](**values) for name, values in merged.items()})
-    except TypeError as exc:  # pragma: no cover - _section catches unknown keys first
-        raise ConfigError(str(exc)) from None
+    sections = {}
+    for name, values in merged.items():  # each section checks itself: one problem per section at most
+        try:
+            sections[name] = SECTIONS[name](**values)
+        except ConfigError as exc:
+            problem(str(exc))
+        except TypeError as exc:  # pragma: no cover - _section catches unknown keys first
+            problem(str(exc))
+    if problems:
+        return None
+    return Settings(**sections)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -18,8 +18,9 @@ from rdnsgate.errors import RdnsgateError
 from rdnsgate.frontends.cli import app
 from rdnsgate.frontends.cli import main as cli_main
 from rdnsgate.frontends.cli.exits import Exit
-from rdnsgate.frontends.cli.options import ConfigOpt, settings_from
+from rdnsgate.frontends.cli.options import ConfigOpt, settings_from, settings_path
 from rdnsgate.frontends.cli.runtime import new_app, run_loop, usage_error
+from rdnsgate.frontends.cli.settings import config_app
 
 serve_app = new_app(
     "Run rdnsgate's services; with no sub-command: gateway, web app and monitor in one process.",
@@ -183,6 +184,72 @@ def serve_policy(
 
 
 app.add_typer(serve_app, name="serve")
+
+
+@app.command("install-units")
+def install_units(
+    root: Annotated[Path, typer.Option(help="Write under this directory instead of / (packagers, tests).")] = Path("/"),
+    user: Annotated[str, typer.Option(help="The system user the services run as.")] = "rdnsgate",
+) -> None:
+    """Write the systemd units (rdnsgate.service: gateway, web app, monitor; rdnsgate-policy.service), the
+    sysusers.d entry of the system user and, when there is none, /etc/rdnsgate/rdnsgate.toml; on / as root
+    also create the user. Then: `rdnsgate config check -c /etc/rdnsgate/rdnsgate.toml` and
+    `systemctl enable --now rdnsgate`."""
+    import shutil
+    import sys
+
+    from rdnsgate.install import install, make_user
+
+    beside = Path(sys.executable).parent / "rdnsgate"  # the console script of this installation (a venv's)
+    binary = str(beside) if beside.is_file() else shutil.which("rdnsgate") or f"{sys.executable} -m rdnsgate"
+    try:
+        for path in install(root, binary, user=user):
+            typer.echo(f"wrote {path}")
+        done = make_user(root)
+    except OSError as exc:
+        raise usage_error(f"cannot write under {root}: {exc.strerror or exc}") from None
+    if done:
+        typer.echo(done)
+    typer.echo("next: rdnsgate config check -c /etc/rdnsgate/rdnsgate.toml && systemctl daemon-reload "
+               "&& systemctl enable --now rdnsgate")  # fmt: skip
+
+
+@config_app.command("check")
+def config_check(
+    config: ConfigOpt = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Check the settings only; probe nothing.")] = False,
+) -> None:
+    """Check the settings file and the RDNSGATE_* environment (every problem, not only the first), then try
+    what they point at: the TLS certificate and key, the next hop (EHLO), each nameserver, the store.
+    One line per finding; exit status 1 when any is an error."""
+    from rdnsgate.config import check_settings
+    from rdnsgate.probes import probe_all
+
+    path = settings_path(config)
+    settings, problems = check_settings(path)
+    if settings is not None:  # profiles and overrides are checked where they are used: try them here
+        from rdnsgate.errors import ConfigError
+        from rdnsgate.policy.session import Policy
+
+        for section in ("gateway", "policy"):
+            try:
+                Policy.from_settings(getattr(settings, section), section, "localhost")
+            except ConfigError as exc:
+                problems.append(str(exc))
+        settings = None if problems else settings
+    where = str(path) if path else "no settings file (defaults and environment)"
+    for problem in problems:
+        typer.echo(f"error: {problem}")
+    if settings is None:
+        raise typer.Exit(Exit.FAILED)
+    typer.echo(f"ok: settings: {where}")
+    if offline:
+        return
+    findings = run_loop(probe_all(settings))
+    for finding in findings:
+        typer.echo(str(finding))
+    if any(finding.level == "error" for finding in findings):
+        raise typer.Exit(Exit.FAILED)
 
 
 def main() -> None:

@@ -18,11 +18,14 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import RdnsgateError
+from rdnsgate.notify import Notifier
 from rdnsgate.runtime import Deadline, Runtime, Service, cancel, wait_until
 
 log = logging.getLogger(__name__)
@@ -150,8 +153,14 @@ async def run_services(
     *,
     worker: int | None = None,
     migrate: bool = True,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve `names` on one runtime until `stop` is set, a SIGTERM/SIGINT arrives or one of them ends."""
+    """Serve `names` on one runtime until `stop` is set, a SIGTERM/SIGINT arrives or one of them ends.
+
+    Once every service listens (and the store is migrated), systemd is told
+    READY=1 (sd_notify; nothing without $NOTIFY_SOCKET) and the watchdog
+    starts; a gateway worker calls `on_ready` instead and its parent tells.
+    """
     if "gateway" in names and len(names) > 1 and settings.gateway.workers != 1:
         log.warning(
             "gateway.workers = %d is for `rdnsgate serve gateway`; `rdnsgate serve` runs one gateway process",
@@ -160,6 +169,8 @@ async def run_services(
     signals = Signals(stop)
     stop = signals.stop
     loop = asyncio.get_running_loop()
+    notifier = Notifier()
+    notifier.status("opening the store" + (" and migrating it" if migrate else ""))
     runtime = await Runtime.open(settings, migrate=migrate)
     started: list[Service] = []
     failed: list[str] = []
@@ -170,6 +181,11 @@ async def run_services(
             await service.start()
             started.append(service)
         runtime.maintain()
+        if on_ready is not None:
+            on_ready()
+        else:
+            notifier.ready(f"serving: {', '.join(runtime.roles)}")
+            notifier.start_watchdog()
         watchers: dict[asyncio.Task[Any], Service] = {
             loop.create_task(service.finished()): service for service in started
         }
@@ -182,6 +198,8 @@ async def run_services(
         for task in watchers:
             task.cancel()
     finally:
+        if on_ready is None:
+            notifier.stopping()
         deadline = signals.draining(settings.gateway.drain_seconds)
         await asyncio.gather(*(service.drain(deadline) for service in started), return_exceptions=True)
         for service in reversed(started):
@@ -190,9 +208,16 @@ async def run_services(
             except Exception:
                 log.exception("stopping the %s failed", service.name)
         await runtime.close()
+        await notifier.stop_watchdog()
         log.info("stopped")
     if failed:
         raise ServiceFailed(f"the {', '.join(failed)} stopped on its own")
+
+
+def _feed_watchdog(notifier: Notifier, every: float) -> None:
+    while True:
+        notifier.send(WATCHDOG="1")
+        time.sleep(every)
 
 
 def worker_count(settings: Settings) -> int:
@@ -216,28 +241,50 @@ def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> i
         store = await open_store(settings.storage)
         await store.close()
 
+    notifier = Notifier()
+    notifier.status("opening the store and migrating it")
     runner(migrate())
     children: list[int] = []
+    ready_in, ready_out = os.pipe()  # each worker writes one byte once it listens
     for number in range(count):
         pid = os.fork()
         if pid == 0:  # the worker
             status = 0
+            os.close(ready_in)
+
+            def tell_parent() -> None:
+                os.write(ready_out, b"1")
+
             try:
-                runner(run_services(settings, ["gateway"], worker=number + 1, migrate=False))
+                runner(run_services(settings, ["gateway"], worker=number + 1, migrate=False, on_ready=tell_parent))
             except BaseException:
                 log.exception("gateway worker %d failed", number + 1)
                 status = 1
             finally:
                 os._exit(status)
         children.append(pid)
+    os.close(ready_out)
 
     def forward(signum: int, _frame: object) -> None:
+        notifier.stopping()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    ready = 0
+    while ready < count:  # until every worker listens, or one has died before it could (end of file)
+        got = os.read(ready_in, count - ready)
+        if not got:
+            break
+        ready += len(got)
+    os.close(ready_in)
+    if ready == count:
+        notifier.ready(f"serving: gateway, {count} workers")
+        watchdog = notifier.watchdog_seconds
+        if watchdog is not None:  # the parent only waits on its workers: a thread keeps the watchdog fed
+            threading.Thread(target=_feed_watchdog, args=(notifier, watchdog / 2), daemon=True).start()
     status = 0
     while children:
         pid, code = os.wait()

@@ -49,13 +49,17 @@ class Format(StrEnum):
     JSONL = "jsonl"
 
 
+def settings_path(config: Path | None) -> Path | None:
+    """The settings file: --config, else $RDNSGATE_CONFIG, else ./rdnsgate.toml when it exists, else none."""
+    if config is None and os.environ.get("RDNSGATE_CONFIG"):
+        return Path(os.environ["RDNSGATE_CONFIG"])
+    if config is None and Path("rdnsgate.toml").is_file():
+        return Path("rdnsgate.toml")
+    return config
+
+
 def settings_from(config: Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
-    path = config
-    if path is None and os.environ.get("RDNSGATE_CONFIG"):
-        path = Path(os.environ["RDNSGATE_CONFIG"])
-    if path is None and Path("rdnsgate.toml").is_file():
-        path = Path("rdnsgate.toml")
-    return load_settings(path, overrides=overrides)
+    return load_settings(settings_path(config), overrides=overrides)
 
 
 def with_store(config: Path | None, work: Callable[[SqlStore], Awaitable[T]], *, migrate: bool = True) -> T:

@@ -1,0 +1,65 @@
+"""`rdnsgate install-units --root DIR`: the units systemd would run, checked by `systemd-analyze verify`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HARDENING = (
+    "Type=notify",
+    "User=rdnsgate",
+    "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+    "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "StateDirectory=rdnsgate",
+    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+    "SystemCallFilter=@system-service",
+    "WatchdogSec=",
+)
+
+
+def install(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rdnsgate", "install-units", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze (Debian's systemd) is missing")
+def test_units_verify_and_the_starter_settings_pass_the_check(tmp_path: Path) -> None:
+    done = install(tmp_path)
+    assert done.returncode == 0, done.stderr
+    units = [tmp_path / "etc/systemd/system" / name for name in ("rdnsgate.service", "rdnsgate-policy.service")]
+    verify = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    for unit in units:
+        text = unit.read_text()
+        for line in HARDENING:
+            assert line in text, (unit.name, line)
+        assert "ExecStart=" in text and " --config /etc/rdnsgate/rdnsgate.toml" in text
+    assert (tmp_path / "usr/lib/sysusers.d/rdnsgate.conf").read_text().startswith("u rdnsgate ")
+    config = tmp_path / "etc/rdnsgate/rdnsgate.toml"
+    check = subprocess.run(
+        [sys.executable, "-m", "rdnsgate", "config", "check", "--offline", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout
+    # A second run keeps the admin's settings.
+    config.write_text(config.read_text() + "\n# mine\n")
+    assert install(tmp_path).returncode == 0
+    assert config.read_text().endswith("# mine\n")
+    # A unit made wrong is caught by the same verification (the test can fail).
+    broken = tmp_path / "broken.service"
+    broken.write_text(units[0].read_text().replace("ExecStart=", "ExecStart=/nonexistent"))
+    assert subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True).returncode != 0
