@@ -47,6 +47,8 @@ Wants=network-online.target
 Type=notify
 NotifyAccess=main
 ExecStart={binary} {unit.command} --config {CONFIG}
+# SIGHUP: the settings are read again; sessions in progress keep theirs (docs/deploy.md).
+ExecReload=/bin/kill -HUP $MAINPID
 User={user}
 Group={user}
 # Port 25 without root: this one capability, nothing else.

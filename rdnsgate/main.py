@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rdnsgate.config import setting_help
+from rdnsgate.config import Settings, setting_help
 from rdnsgate.errors import RdnsgateError
 from rdnsgate.frontends.cli import app
 from rdnsgate.frontends.cli import main as cli_main
@@ -56,12 +56,17 @@ def _serve(
     from rdnsgate.runtime import configure_logging
     from rdnsgate.supervisor import ServiceFailed, run_gateway_processes, run_services, worker_count
 
+    flags = _with_store_and_dns(overrides, nameserver, storage)
+
+    def reloader() -> Settings:  # SIGHUP: the same file and flags, read again
+        return settings_from(config, flags)
+
     try:
-        settings = settings_from(config, _with_store_and_dns(overrides, nameserver, storage))
+        settings = reloader()
         configure_logging()
         if names == ["gateway"] and worker_count(settings) > 1:
-            raise typer.Exit(run_gateway_processes(settings, run_loop))
-        run_loop(run_services(settings, names))
+            raise typer.Exit(run_gateway_processes(settings, run_loop, reloader))
+        run_loop(run_services(settings, names, reloader=reloader))
     except ServiceFailed as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(Exit.FAILED) from None

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from rdnsgate.config import Settings
+from rdnsgate.config import Settings, StorageSettings
 from rdnsgate.lookups import Resolver, build_resolver
 from rdnsgate.model import WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
@@ -65,6 +66,44 @@ class Service(Protocol):
     async def drain(self, deadline: Deadline) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+Commit = Callable[[], Awaitable[None]]
+
+
+@runtime_checkable
+class Reloadable(Protocol):
+    """A service that takes new settings without a restart (SIGHUP).
+
+    `prepare_reload` builds what the new settings need and raises a
+    RdnsgateError when they cannot be used, changing nothing; the commit it
+    returns puts them in force for what starts after it (sessions in
+    progress keep theirs).
+    """
+
+    def prepare_reload(self, settings: Settings) -> Commit: ...
+
+
+RESTART_ONLY = (
+    ("gateway", "listen"),
+    ("gateway", "workers"),
+    ("policy", "listen"),
+    ("web", "listen"),
+    ("web", "secret_key"),
+    ("web", "session_hours"),
+    ("web", "secure_cookies"),
+    *(("storage", item.name) for item in dataclasses.fields(StorageSettings)),
+)
+OLD_RESOLVER_KEPT = 600.0  # seconds a replaced resolver stays open for the sessions that still use it
+
+
+def restart_only(old: Settings, new: Settings) -> list[str]:
+    """The changed settings that a reload cannot apply (named in the log; they wait for a restart)."""
+    return [
+        f"{section}.{key}"
+        for section, key in RESTART_ONLY
+        if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)
+    ]
 
 
 async def wait_until(task: asyncio.Task[None] | None, deadline: Deadline) -> None:
@@ -132,6 +171,30 @@ class Runtime:
         decisions = DecisionLog(store, settings.storage.decision_queue)
         decisions.start()
         return cls(settings, resolver, store, decisions)
+
+    def prepare_reload(self, settings: Settings) -> Commit:
+        """New DNS settings get a new resolver (and engine) for what starts after the reload; the old one
+        stays open a while for sessions in progress."""
+        resolver = build_resolver(settings.dns) if settings.dns != self.settings.dns else None
+
+        async def commit() -> None:
+            if resolver is not None:
+                old = self.resolver
+                self._untrack()
+                self.resolver = resolver
+                self._untrack = METRICS.track(resolvers=resolver, decision_logs=self.decisions)
+                self._spawn(self._close_later(old), "old-resolver")
+            if resolver is not None or settings.checks != self.settings.checks:
+                self.engine = Engine(self.resolver, settings.checks)
+            self.settings = settings
+
+        return commit
+
+    async def _close_later(self, resolver: Resolver) -> None:
+        try:
+            await asyncio.sleep(OLD_RESOLVER_KEPT)
+        finally:
+            await resolver.close()
 
     def store_problem(self) -> str | None:
         """Why the store is away, as the mail path last saw it; None when it answers."""

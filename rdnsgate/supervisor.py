@@ -26,7 +26,7 @@ from typing import Any
 from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import RdnsgateError
 from rdnsgate.notify import Notifier
-from rdnsgate.runtime import Deadline, Runtime, Service, cancel, wait_until
+from rdnsgate.runtime import Commit, Deadline, Reloadable, Runtime, Service, cancel, restart_only, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class MonitorService:
             public_url=settings.web.public_url,
         )
         self.settings = ms
+        self.runtime = runtime
         self.stopping = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._untrack: Callable[[], None] | None = None
@@ -85,6 +86,23 @@ class MonitorService:
             ms.confirmations,
             ms.webhook_url or "(none)",
         )
+
+    def prepare_reload(self, settings: Settings) -> Commit:
+        """The next rounds check on the new interval, confirmations, webhook and engine."""
+        from rdnsgate.monitor.alerts import Alerter
+
+        ms, monitor = settings.monitor, self.monitor
+        alerter = Alerter(ms.webhook_url, timeout=ms.webhook_timeout, tries=ms.webhook_tries, log_alerts=ms.log_alerts)
+
+        async def commit() -> None:
+            if ms != self.settings:
+                monitor.alerter = self.alerter = alerter
+            monitor.settings = self.settings = ms
+            monitor.engine = self.runtime.engine
+            monitor.check_seconds = 2 * settings.checks.deadline
+            monitor.public_url = settings.web.public_url
+
+        return commit
 
     async def finished(self) -> None:
         assert self.task is not None
@@ -154,18 +172,24 @@ async def run_services(
     worker: int | None = None,
     migrate: bool = True,
     on_ready: Callable[[], None] | None = None,
+    reloader: Callable[[], Settings] | None = None,
 ) -> None:
     """Serve `names` on one runtime until `stop` is set, a SIGTERM/SIGINT arrives or one of them ends.
 
     Once every service listens (and the store is migrated), systemd is told
     READY=1 (sd_notify; nothing without $NOTIFY_SOCKET) and the watchdog
     starts; a gateway worker calls `on_ready` instead and its parent tells.
+    With `reloader` (which reads the settings again), SIGHUP reloads them
+    (`reload`).
     """
     if "gateway" in names and len(names) > 1 and settings.gateway.workers != 1:
         log.warning(
             "gateway.workers = %d is for `rdnsgate serve gateway`; `rdnsgate serve` runs one gateway process",
             settings.gateway.workers,
         )
+    if reloader is not None:  # a SIGHUP before the handler below is in place must not end the process
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signals = Signals(stop)
     stop = signals.stop
     loop = asyncio.get_running_loop()
@@ -181,6 +205,16 @@ async def run_services(
             await service.start()
             started.append(service)
         runtime.maintain()
+        if reloader is not None:
+            reloading: set[asyncio.Task[bool]] = set()
+
+            def hangup() -> None:
+                task = loop.create_task(reload(runtime, started, reloader, notifier if on_ready is None else None))
+                reloading.add(task)
+                task.add_done_callback(reloading.discard)
+
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, hangup)
         if on_ready is not None:
             on_ready()
         else:
@@ -220,11 +254,49 @@ def _feed_watchdog(notifier: Notifier, every: float) -> None:
         time.sleep(every)
 
 
+async def reload(
+    runtime: Runtime, services: Sequence[Service], reloader: Callable[[], Settings], notifier: Notifier | None
+) -> bool:
+    """Read the settings again and put them in force for what starts from now on; True when they were.
+
+    Everything is built before anything changes: a file with errors, or new
+    settings a service cannot use (an unknown profile, a TLS pair that does
+    not load), is refused with the reason logged and the settings in force
+    kept.  Sessions in progress finish under the settings they started with.
+    Settings that need a restart (listen addresses, workers, the store) are
+    named in the log and left as they are.
+    """
+    if notifier is not None:
+        notifier.send(RELOADING="1", STATUS="reloading the settings")
+    old = runtime.settings
+    try:
+        new = reloader()
+        commits = [runtime.prepare_reload(new)]
+        commits += [service.prepare_reload(new) for service in services if isinstance(service, Reloadable)]
+    except RdnsgateError as exc:
+        log.error("reload refused, the settings in force are kept: %s", exc)
+        if notifier is not None:
+            notifier.send(READY="1", STATUS="reload refused: the settings in force are kept")
+        return False
+    for commit in commits:
+        await commit()
+    waiting = restart_only(old, new)
+    log.info(
+        "reloaded the settings%s",
+        f"; these need a restart and are unchanged until then: {', '.join(waiting)}" if waiting else "",
+    )
+    if notifier is not None:
+        notifier.send(READY="1", STATUS=f"serving: {', '.join(runtime.roles)} (settings reloaded)")
+    return True
+
+
 def worker_count(settings: Settings) -> int:
     return settings.gateway.workers or max(1, os.cpu_count() or 1)
 
 
-def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> int:
+def run_gateway_processes(
+    settings: Settings, runner: Callable[[Any], Any], reloader: Callable[[], Settings] | None = None
+) -> int:
     """`gateway.workers` processes on the same ports (SO_REUSEPORT); returns the exit status.
 
     The schema is migrated once here, before the workers fork.  SIGTERM and
@@ -245,6 +317,7 @@ def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> i
     notifier.status("opening the store and migrating it")
     runner(migrate())
     children: list[int] = []
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the workers are there to be told
     ready_in, ready_out = os.pipe()  # each worker writes one byte once it listens
     for number in range(count):
         pid = os.fork()
@@ -256,7 +329,16 @@ def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> i
                 os.write(ready_out, b"1")
 
             try:
-                runner(run_services(settings, ["gateway"], worker=number + 1, migrate=False, on_ready=tell_parent))
+                runner(
+                    run_services(
+                        settings,
+                        ["gateway"],
+                        worker=number + 1,
+                        migrate=False,
+                        on_ready=tell_parent,
+                        reloader=reloader,
+                    )
+                )
             except BaseException:
                 log.exception("gateway worker %d failed", number + 1)
                 status = 1
@@ -271,8 +353,14 @@ def run_gateway_processes(settings: Settings, runner: Callable[[Any], Any]) -> i
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
+    def hangup(signum: int, _frame: object) -> None:  # every worker reloads its own settings
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, hangup)
     ready = 0
     while ready < count:  # until every worker listens, or one has died before it could (end of file)
         got = os.read(ready_in, count - ready)

@@ -27,14 +27,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.config import parse_listen
+from rdnsgate.config import Settings, parse_listen
 from rdnsgate.model import WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
 from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder
-from rdnsgate.runtime import Deadline, Runtime
+from rdnsgate.runtime import Commit, Deadline, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,18 @@ class PolicyRunner:
         self._untrack = METRICS.track(policy_services=self.service)
         self.servers = await serve_policy(self.service, list(settings.listen))
         log.info("rdnsgate policy service ready: profile %s", self.service.policy.profile.name)
+
+    def prepare_reload(self, settings: Settings) -> Commit:
+        """Postfix sessions that begin after the commit get the new profile; those in progress keep theirs."""
+        new = settings.policy
+        policy = Policy.from_settings(new, "policy", self.runtime.hostname, self.runtime.node)
+
+        async def commit() -> None:
+            service = self.service
+            service.policy, service.engine, service.max_instances = policy, self.runtime.engine, new.max_instances
+            self.runtime.refresh_whitelist(new.whitelist_refresh)
+
+        return commit
 
     async def finished(self) -> None:
         await asyncio.Event().wait()  # the service never ends on its own

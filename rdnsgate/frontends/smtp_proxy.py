@@ -28,7 +28,7 @@ from typing import Any, cast
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.config import GatewaySettings, parse_listen
+from rdnsgate.config import GatewaySettings, Settings, parse_listen
 from rdnsgate.errors import ConfigError
 from rdnsgate.frontends.esmtp import (
     DSN_MAIL,
@@ -49,7 +49,7 @@ from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.headers import authentication_results, printable
 from rdnsgate.policy.session import Policy, WhitelistHolder
 from rdnsgate.policy.session import Session as PolicySession
-from rdnsgate.runtime import Deadline, Runtime
+from rdnsgate.runtime import Commit, Deadline, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,43 @@ class SessionState:
         return self.session.id
 
 
+@dataclass(frozen=True, eq=False)
+class Setup:
+    """What a session runs under, fixed when it connects: a reload makes a new one for the sessions after it."""
+
+    settings: GatewaySettings
+    engine: Engine
+    policy: Policy
+    destination: Destination
+    tls_context: ssl.SSLContext | None = None
+    relay_domains: frozenset[str] = frozenset()
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        settings: GatewaySettings,
+        engine: Engine,
+        policy: Policy,
+        destination: Destination,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> Setup:
+        return cls(
+            settings,
+            engine,
+            policy,
+            destination,
+            tls_context,
+            frozenset(item.lower().rstrip(".") for item in settings.relay_domains),
+            tuple(ipaddress.ip_network(item, strict=False) for item in settings.trusted_proxies),
+        )
+
+    def is_trusted(self, ip: IPAddress | None) -> bool:
+        return ip is not None and any(ip.version == net.version and ip in net for net in self.trusted)
+
+
 class Gateway:
-    """Everything the sessions share: settings, engine, profile, destination, whitelist, log, limits."""
+    """Everything the sessions share: the current setup, whitelist, log, limits, the sessions open."""
 
     def __init__(
         self,
@@ -96,16 +131,9 @@ class Gateway:
         tls_context: ssl.SSLContext | None = None,
         whitelist: WhitelistHolder | None = None,
     ) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.policy = policy
-        self.destination = destination
+        self.setup = Setup.of(settings, engine, policy, destination, tls_context)
         self.decisions = decisions
         self.hostname = hostname
-        self.authserv_id = policy.authserv_id
-        self.tls_context = tls_context
-        self.relay_domains = frozenset(item.lower().rstrip(".") for item in settings.relay_domains)
-        self.trusted = tuple(ipaddress.ip_network(item, strict=False) for item in settings.trusted_proxies)
         self.whitelist: list[WhitelistEntry] = []  # used when no holder is given
         self.holder: WhitelistHolder = whitelist or self
         self.per_ip: Counter[str] = Counter()
@@ -117,16 +145,39 @@ class Gateway:
     def sessions(self) -> int:
         return len(self.open)
 
-    # -- shared helpers ---------------------------------------------------------------------------
-    def is_trusted(self, ip: IPAddress | None) -> bool:
-        return ip is not None and any(ip.version == net.version and ip in net for net in self.trusted)
+    @property
+    def settings(self) -> GatewaySettings:
+        return self.setup.settings
 
+    @property
+    def policy(self) -> Policy:
+        return self.setup.policy
+
+    @property
+    def destination(self) -> Destination:
+        return self.setup.destination
+
+    @property
+    def relay_domains(self) -> frozenset[str]:
+        return self.setup.relay_domains
+
+    # -- shared helpers ---------------------------------------------------------------------------
     def protocol(self) -> GatewaySMTP:
         return GatewaySMTP(self, self.hooks)
 
-    def new_state(self, client_ip: IPAddress, session_id: str | None = None, *, begin: bool = True) -> SessionState:
+    def replace(self, setup: Setup) -> Setup:
+        """New sessions get `setup`; the old one is returned (its sessions keep it until they end)."""
+        old, self.setup = self.setup, setup
+        return old
+
+    def in_use(self, setup: Setup) -> bool:
+        return any(protocol.setup is setup for protocol in self.open)
+
+    def new_state(
+        self, setup: Setup, client_ip: IPAddress, session_id: str | None = None, *, begin: bool = True
+    ) -> SessionState:
         session = PolicySession(
-            self.policy, self.engine, self.holder, self.decisions, id=session_id or secrets.token_hex(6)
+            setup.policy, setup.engine, self.holder, self.decisions, id=session_id or secrets.token_hex(6)
         )
         if begin:
             session.begin(client_ip)
@@ -140,18 +191,20 @@ class GatewaySMTP(SMTP):
     """One client connection.  aiosmtpd runs the protocol; the hooks below take the decisions."""
 
     def __init__(self, gateway: Gateway, hooks: _Hooks) -> None:
-        settings = gateway.settings
+        setup = gateway.setup
+        settings = setup.settings
         super().__init__(
             hooks,
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
             hostname=gateway.hostname,
             ident="ESMTP rdnsgate",
-            tls_context=gateway.tls_context,
+            tls_context=setup.tls_context,
             timeout=settings.command_timeout,
             proxy_protocol_timeout=10.0 if settings.proxy_protocol else None,
         )
         self.gateway = gateway
+        self.setup = setup  # this session's settings, profile and next hop, whatever a reload does meanwhile
         self.state: SessionState | None = None
         self.counted_ip: str | None = None
         self.close_after_reply = False
@@ -214,7 +267,7 @@ class GatewaySMTP(SMTP):
             super().connection_made(transport)
             return
         peer_ip = parse_ip(peer[0]) if peer else None
-        limit = gateway.settings
+        limit = self.setup.settings
         key = str(peer_ip)
         if gateway.sessions >= limit.max_sessions or gateway.per_ip[key] >= limit.max_sessions_per_ip:
             gateway.stats["sessions_refused"] += 1
@@ -227,11 +280,11 @@ class GatewaySMTP(SMTP):
         self.counted_ip = key
         gateway.stats["sessions"] += 1
         assert peer_ip is not None
-        if self._proxy_timeout is not None and not gateway.is_trusted(peer_ip):
+        if self._proxy_timeout is not None and not self.setup.is_trusted(peer_ip):
             self._proxy_timeout = None  # a PROXY header is believed only from a trusted proxy
         # From a trusted proxy, judge the client its PROXY header or XCLIENT names, not the proxy.
-        waiting = gateway.is_trusted(peer_ip)
-        self.state = gateway.new_state(peer_ip, begin=not waiting and self._proxy_timeout is None)
+        waiting = self.setup.is_trusted(peer_ip)
+        self.state = gateway.new_state(self.setup, peer_ip, begin=not waiting and self._proxy_timeout is None)
         self.state.awaiting_xclient = waiting and self._proxy_timeout is None
         super().connection_made(transport)
 
@@ -323,7 +376,7 @@ class GatewaySMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         problem, size, bare = "", 0, False
         limit = self.data_size_limit or 0
-        reject_bare = self.gateway.settings.bare_line_ends == "reject"
+        reject_bare = self.setup.settings.bare_line_ends == "reject"
         block = bytearray(hooks.headers(self, state))
         while self.transport is not None:
             try:
@@ -371,7 +424,7 @@ class GatewaySMTP(SMTP):
         state = self.state
         assert state is not None and self.session is not None
         peer = self.session.peer
-        if not self.gateway.is_trusted(parse_ip(peer[0]) if peer else None) or self._proxy_timeout is not None:
+        if not self.setup.is_trusted(parse_ip(peer[0]) if peer else None) or self._proxy_timeout is not None:
             await self.push("550 5.7.0 Authorization required")
             return
         address = None
@@ -387,7 +440,7 @@ class GatewaySMTP(SMTP):
             await self.push("501 5.5.4 XCLIENT needs ADDR=")
             return
         state.session.close()
-        self.state = self.gateway.new_state(address, state.id)
+        self.state = self.gateway.new_state(self.setup, address, state.id)
         self.session.host_name = None
         self._set_rset_state()  # type: ignore[no-untyped-call]
         await self.push(f"220 {self.hostname} ESMTP rdnsgate")
@@ -437,7 +490,7 @@ class _Hooks:
 
     async def handle_HELO(self, server: GatewaySMTP, session: Session, envelope: Envelope, hostname: str) -> str:
         refusal = await self._helo(server, session, hostname)
-        server.offer = self.gateway.destination.offer()
+        server.offer = server.setup.destination.offer()
         return refusal or f"250 {server.hostname}"
 
     async def handle_EHLO(
@@ -447,15 +500,15 @@ class _Hooks:
         server.hello_reply = refusal is None
         if refusal is not None:
             return [refusal]
-        gateway = self.gateway
-        offer = server.offer = gateway.destination.offer()
+        setup = server.setup
+        offer = server.offer = setup.destination.offer()
         keywords, server.data_size_limit = ehlo_keywords(
-            gateway.settings.max_message_size, offer.size, offer.eightbit, offer.smtputf8, offer.dsn
+            setup.settings.max_message_size, offer.size, offer.eightbit, offer.smtputf8, offer.dsn
         )
         lines = [responses[0], *(f"250-{item}" for item in keywords)]
         lines += [item for item in responses if item.startswith("250-STARTTLS")]
         peer = session.peer
-        if gateway.is_trusted(parse_ip(peer[0]) if peer else None) and not gateway.settings.proxy_protocol:
+        if setup.is_trusted(parse_ip(peer[0]) if peer else None) and not setup.settings.proxy_protocol:
             lines.append("250-XCLIENT ADDR NAME HELO PROTO")
         return [*lines, "250 HELP"]
 
@@ -486,14 +539,14 @@ class _Hooks:
     async def handle_RCPT(
         self, server: GatewaySMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        gateway, state = self.gateway, self._state(server)
+        gateway, setup, state = self.gateway, server.setup, self._state(server)
         domain = address.rpartition("@")[2].lower().rstrip(".")
-        if "@" not in address or domain not in gateway.relay_domains:
+        if "@" not in address or domain not in setup.relay_domains:
             gateway.stats["relay_denied"] += 1
             return f"554 5.7.1 <{printable(address, 100)}>: Relay access denied"
         if not envelope.smtp_utf8 and not address.isascii():
             return NEEDS_SMTPUTF8
-        if len(envelope.rcpt_tos) >= gateway.settings.max_recipients:
+        if len(envelope.rcpt_tos) >= setup.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
         decision = await state.session.rcpt(address)
         if decision.refused and decision.reply is not None:
@@ -501,7 +554,7 @@ class _Hooks:
         report = await state.session.report()
         state.accepted = (report, decision)
         if state.transaction is None:
-            begun = await gateway.destination.begin(envelope.mail_from or "", state.mail_parameters)
+            begun = await setup.destination.begin(envelope.mail_from or "", state.mail_parameters)
             if isinstance(begun, Answer):
                 return str(begun)
             state.transaction = begun
@@ -576,7 +629,7 @@ class _Hooks:
             f"\tby {printable(gateway.hostname, 100)} (rdnsgate) with {protocol} id {state.id};\r\n"
             f"\t{format_datetime(datetime.now(UTC))}\r\n"
         )
-        results = f"Authentication-Results: {authentication_results(gateway.authserv_id, report.iprev)}\r\n"
+        results = f"Authentication-Results: {authentication_results(server.setup.policy.authserv_id, report.iprev)}\r\n"
         return (results + received).encode("ascii", "replace")
 
 
@@ -630,6 +683,7 @@ class GatewayService:
         )
         self.servers: list[asyncio.base_events.Server] = []
         self._untrack: Callable[[], None] | None = None
+        self._retiring: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         gateway, settings = self.gateway, self.runtime.settings.gateway
@@ -645,6 +699,38 @@ class GatewayService:
             gateway.destination.describe(),
             ", ".join(sorted(gateway.relay_domains)) or "(none: every recipient is refused)",
         )
+
+    def prepare_reload(self, settings: Settings) -> Commit:
+        """A new setup from `settings.gateway` for the sessions that connect after the commit."""
+        new = settings.gateway
+        runtime, gateway, old = self.runtime, self.gateway, self.gateway.setup
+        policy = Policy.from_settings(new, "gateway", runtime.hostname, runtime.node)
+        context = tls_context(new.tls_cert, new.tls_key)
+        same_hop = (new.next_hop, new.maildir, new.next_hop_timeout) == (
+            old.settings.next_hop,
+            old.settings.maildir,
+            old.settings.next_hop_timeout,
+        )
+        destination = (
+            old.destination
+            if same_hop
+            else destination_for(new.next_hop, new.maildir, timeout=new.next_hop_timeout, helo_name=runtime.hostname)
+        )
+
+        async def commit() -> None:
+            if not same_hop:
+                await destination.probe()
+            gateway.replace(Setup.of(new, runtime.engine, policy, destination, context))
+            if not same_hop:
+                self._retiring.append(asyncio.get_running_loop().create_task(self._retire(old)))
+
+        return commit
+
+    async def _retire(self, setup: Setup) -> None:
+        """Close a replaced next hop once no session uses it."""
+        while self.gateway.in_use(setup):
+            await asyncio.sleep(1.0)
+        await setup.destination.close()
 
     async def finished(self) -> None:
         await asyncio.Event().wait()  # the gateway never ends on its own
@@ -667,4 +753,6 @@ class GatewayService:
     async def stop(self) -> None:
         if self._untrack is not None:
             self._untrack()
+        for task in self._retiring:
+            task.cancel()
         await self.gateway.destination.close()

@@ -22,6 +22,7 @@ HARDENING = (
     "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
     "SystemCallFilter=@system-service",
     "WatchdogSec=",
+    "ExecReload=/bin/kill -HUP $MAINPID",
 )
 
 

@@ -28,7 +28,7 @@ from rdnsgate.errors import ConfigError
 from rdnsgate.frontends.web import admin, public
 from rdnsgate.frontends.web.site import HERE, Redirect, Refused, Site
 from rdnsgate.policy.evaluate import Engine
-from rdnsgate.runtime import Deadline, Runtime, cancel, wait_until
+from rdnsgate.runtime import Commit, Deadline, Runtime, cancel, wait_until
 from rdnsgate.storage import SqlStore
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class WebService:
         self.runtime = runtime
         self.host, self.port = parse_listen(runtime.settings.web.listen, "web.listen")
         self.server: EmbeddedServer | None = None
+        self.site: Site | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -115,6 +116,7 @@ class WebService:
         secret = settings.web.secret_key or await store.secret("session-key")
         app = create_app(settings, self.runtime.engine, store, secret)
         app.state.site.decisions = self.runtime.decisions
+        self.site = app.state.site
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_config=None, access_log=False, lifespan="off", server_header=False
         )
@@ -130,6 +132,17 @@ class WebService:
     async def _serve(server: EmbeddedServer) -> None:
         with contextlib.suppress(SystemExit):  # uvicorn's answer to a port it cannot bind
             await server.serve()
+
+    def prepare_reload(self, settings: Settings) -> Commit:
+        """The web settings that do not need a restart (limits, proxies, public URL); listen, the session
+        key and cookie settings wait for one (the supervisor names them)."""
+        site = self.site
+
+        async def commit() -> None:
+            if site is not None:
+                site.configure(settings.web, self.runtime.engine)
+
+        return commit
 
     async def finished(self) -> None:
         assert self.task is not None

@@ -48,16 +48,20 @@ class Refused(Exception):
 
 class Site:
     def __init__(self, web: WebSettings, engine: Engine, store: SqlStore) -> None:
-        self.web = web
-        self.engine = engine
         self.store = store
         self.decisions: DecisionLog | None = None  # the process's decision log, for /healthz
-        self.trusted = parse_networks(web.trusted_proxies)
-        self.checks_limiter = RateLimiter(web.check_rate, web.check_burst)
-        self.login_limiter = RateLimiter(web.login_rate, max(1, int(web.login_rate)))
+        self.configure(web, engine)
         self.running = 0  # anonymous checks in progress (web.max_concurrent_checks)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(version=__version__, quote=quote)
+
+    def configure(self, web: WebSettings, engine: Engine) -> None:
+        """Take `web` (at start, and on a reload: rate limits start afresh) and the engine checks run on."""
+        self.web = web
+        self.engine = engine
+        self.trusted = parse_networks(web.trusted_proxies)
+        self.checks_limiter = RateLimiter(web.check_rate, web.check_burst)
+        self.login_limiter = RateLimiter(web.login_rate, max(1, int(web.login_rate)))
 
     def visitor(self, request: Request) -> str:
         peer = request.client.host if request.client else "0.0.0.0"
