@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEBIAN_RUN_PACKAGES  := knot knot-dnsutils swaks
-DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chromium postgresql pgbouncer systemd openssl
+DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chromium postgresql pgbouncer systemd openssl fail2ban
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck unit quick docs bench bench-gateway bench-policy bench-memory bench-store debian-deps clean

@@ -267,6 +267,26 @@ class MonitorSettings:
             raise ConfigError(f"monitor.webhook_url must start with http:// or https://, not {self.webhook_url!r}")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """What the services write to stderr (the journal, under systemd)."""
+
+    format: str = setting(
+        "text",
+        "`text` (time, level, logger, message) or `json` (one JSON object per line: `time`, `level`, `logger`, `message`; a decision line carries its fields instead of a message)",
+    )
+    level: str = setting("info", "`debug`, `info`, `warning` or `error`")
+
+    def __post_init__(self) -> None:
+        if self.format not in ("text", "json"):
+            raise ConfigError(f"log.format must be 'text' or 'json', not {self.format!r}")
+        if self.level not in LOG_LEVELS:
+            raise ConfigError(f"log.level must be one of {', '.join(LOG_LEVELS)}, not {self.level!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     dns: DnsSettings = field(default_factory=DnsSettings)
@@ -276,6 +296,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     web: WebSettings = field(default_factory=WebSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -286,6 +307,7 @@ SECTIONS: dict[str, type[Any]] = {
     "storage": StorageSettings,
     "web": WebSettings,
     "monitor": MonitorSettings,
+    "log": LogSettings,
 }
 
 

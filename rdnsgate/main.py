@@ -63,7 +63,7 @@ def _serve(
 
     try:
         settings = reloader()
-        configure_logging()
+        configure_logging(settings.log.level, settings.log.format)
         if names == ["gateway"] and worker_count(settings) > 1:
             raise typer.Exit(run_gateway_processes(settings, run_loop, reloader))
         run_loop(run_services(settings, names, reloader=reloader))

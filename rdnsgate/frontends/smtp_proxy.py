@@ -52,6 +52,7 @@ from rdnsgate.policy.session import Session as PolicySession
 from rdnsgate.runtime import Commit, Deadline, Runtime
 
 log = logging.getLogger(__name__)
+sessions = logging.getLogger("rdnsgate.smtp")  # one line per SMTP session (GatewaySMTP.summary)
 
 INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
 NEEDS_SMTPUTF8 = "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
@@ -204,6 +205,8 @@ class GatewaySMTP(SMTP):
             proxy_protocol_timeout=10.0 if settings.proxy_protocol else None,
         )
         self.gateway = gateway
+        self.refused: Decision | None = None  # the last refusal of the session, for its summary line
+        self.recipients: list[str] = []  # accepted in the whole session
         self.setup = setup  # this session's settings, profile and next hop, whatever a reload does meanwhile
         self.state: SessionState | None = None
         self.counted_ip: str | None = None
@@ -299,11 +302,30 @@ class GatewaySMTP(SMTP):
         self.counted_ip = None
         state = self.state
         if state is not None:
+            sessions.info("%s", self.summary(state))
             state.session.close()
             if state.transaction is not None:
                 transaction, state.transaction = state.transaction, None
                 asyncio.get_running_loop().create_task(transaction.abort())
         super().connection_lost(error)
+
+    def summary(self, state: SessionState) -> str:
+        """The session in one line, in the shape of Postfix's smtpd lines (for fail2ban and log summaries):
+        ``session ID: client=NAME[IP] helo=<…> from=<…> to=<…,…> action=… reply="…"``."""
+        session, refused = state.session, self.refused
+        if refused is not None:
+            action, reply = refused.action.value, str(refused.reply)
+        else:
+            action, reply = ("accept" if self.recipients else "none"), ""
+        name = printable(session.ptr_name or "unknown", 100)
+        helo = printable(session.helo_given or "", 100)
+        sender = printable(session.sender_address or "", 200) if session.sender_given is not None else ""
+        to = ",".join(printable(item, 200) for item in self.recipients[:20])
+        text = printable(reply, 300).replace('"', "'")
+        return (
+            f"session {state.id}: client={name}[{state.client_ip}] helo=<{helo}> from=<{sender}> to=<{to}> "
+            f'action={action} reply="{text}"'
+        )
 
     def eof_received(self) -> bool | None:
         """The client closed its side: end the session now.
@@ -485,6 +507,7 @@ class _Hooks:
     def _refuse(self, server: GatewaySMTP, decision: Decision) -> str:
         assert decision.reply is not None
         self.gateway.count(decision)
+        server.refused = decision
         server.close_after_reply = decision.close
         return str(decision.reply)
 
@@ -561,6 +584,7 @@ class _Hooks:
         answer = await state.transaction.rcpt(address, passed_on(server.written, DSN_RCPT))
         if answer.ok:
             envelope.rcpt_tos.append(address)
+            server.recipients.append(address)
             envelope.rcpt_options.extend(options)
         return str(answer)
 

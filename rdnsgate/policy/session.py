@@ -241,6 +241,14 @@ class Session:
             self._iprev.cancel()
         self._iprev = None
 
+    @property
+    def ptr_name(self) -> str | None:
+        """The client's PTR name as shown in logs, once its lookup has finished (None before, or without one)."""
+        known = self._iprev
+        if isinstance(known, asyncio.Task):
+            known = known.result() if known.done() and not known.cancelled() and not known.exception() else None
+        return known.shown_name if isinstance(known, IprevReport) else None
+
     async def iprev(self) -> IprevReport:
         task = self._iprev
         if task is None:
