@@ -128,7 +128,9 @@ def inside(args: argparse.Namespace) -> None:
             f'[storage]\nurl = "sqlite:///{work / "rdnsgate.db"}"\n'
         )
         service = subprocess.Popen(
-            pinned(SERVERS, [sys.executable, "-m", "rdnsgate", "serve", "policy", "--config", str(config)]),
+            pinned(
+                SERVERS, [sys.executable, "-m", "rdnsgate", "serve", "policy", "--allow-root", "--config", str(config)]
+            ),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=open(work / "policy.log", "wb"),  # noqa: SIM115 - the child's; closed when it exits

@@ -267,6 +267,17 @@ class MonitorSettings:
             raise ConfigError(f"monitor.webhook_url must start with http:// or https://, not {self.webhook_url!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Started as root (not by the shipped systemd units): whom to become once the ports are bound."""
+
+    user: str = setting(
+        "",
+        "started as root: bind the listeners, then switch to this user (supplementary groups cleared) before the store is opened or a client is read; as root without it the services refuse to start unless given `--allow-root`",
+    )
+    group: str = setting("", "the group to switch to", shown="the user's own group")
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -297,6 +308,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -308,6 +320,7 @@ SECTIONS: dict[str, type[Any]] = {
     "web": WebSettings,
     "monitor": MonitorSettings,
     "log": LogSettings,
+    "service": ServiceSettings,
 }
 
 

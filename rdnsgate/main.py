@@ -8,6 +8,7 @@ SMTP, web or storage code.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,13 @@ RelayDomainOpt = Annotated[
 ]
 GatewayListenOpt = Annotated[list[str] | None, typer.Option(help=setting_help("gateway", "listen") + ", repeatable.")]
 PublicUrlOpt = Annotated[str | None, typer.Option(help=setting_help("web", "public_url") + ".")]
+AllowRootOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-root",
+        help="Run as root without service.user (not recommended: set service.user, or use the systemd units).",
+    ),
+]
 
 
 def _with_store_and_dns(
@@ -52,6 +60,7 @@ def _serve(
     overrides: dict[str, dict[str, Any]],
     nameserver: list[str] | None,
     storage: str | None,
+    allow_root: bool = False,
 ) -> None:
     from rdnsgate.runtime import configure_logging
     from rdnsgate.supervisor import ServiceFailed, run_gateway_processes, run_services, worker_count
@@ -64,9 +73,20 @@ def _serve(
     try:
         settings = reloader()
         configure_logging(settings.log.level, settings.log.format)
+        listeners = None
+        if os.geteuid() == 0:
+            if settings.service.user:
+                from rdnsgate.privileges import bind_then_drop
+
+                listeners = bind_then_drop(settings, names)
+            elif not allow_root:
+                raise RdnsgateError(
+                    "refusing to run as root: set service.user (bind the ports as root, then run as that user), "
+                    "run it as an unprivileged user (the units of `rdnsgate install-units` do), or pass --allow-root"
+                )
         if names == ["gateway"] and worker_count(settings) > 1:
-            raise typer.Exit(run_gateway_processes(settings, run_loop, reloader))
-        run_loop(run_services(settings, names, reloader=reloader))
+            raise typer.Exit(run_gateway_processes(settings, run_loop, reloader, listeners))
+        run_loop(run_services(settings, names, reloader=reloader, listeners=listeners))
     except ServiceFailed as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(Exit.FAILED) from None
@@ -85,6 +105,7 @@ def serve_all(
     relay_domain: RelayDomainOpt = None,
     nameserver: NameserverOpt = None,
     storage: StorageOpt = None,
+    allow_root: AllowRootOpt = False,
     public_url: PublicUrlOpt = None,
 ) -> None:
     """Gateway + web app + monitor in one process (what `make run` starts); or a single service below."""
@@ -99,7 +120,7 @@ def serve_all(
         },
         "web": {"listen": web_listen, "public_url": public_url},
     }
-    _serve(["gateway", "web", "monitor"], config, overrides, nameserver, storage)
+    _serve(["gateway", "web", "monitor"], config, overrides, nameserver, storage, allow_root)
 
 
 @serve_app.command("web")
@@ -110,6 +131,7 @@ def serve_web(
     ] = None,
     nameserver: NameserverOpt = None,
     storage: StorageOpt = None,
+    allow_root: AllowRootOpt = False,
     trusted_proxy: Annotated[
         list[str] | None, typer.Option(help=setting_help("web", "trusted_proxies") + "; repeatable.")
     ] = None,
@@ -123,7 +145,7 @@ def serve_web(
             "public_url": public_url,
         },
     }
-    _serve(["web"], config, overrides, nameserver, storage)
+    _serve(["web"], config, overrides, nameserver, storage, allow_root)
 
 
 @serve_app.command("monitor")
@@ -131,6 +153,7 @@ def serve_monitor(
     config: ConfigOpt = None,
     nameserver: NameserverOpt = None,
     storage: StorageOpt = None,
+    allow_root: AllowRootOpt = False,
     interval: Annotated[
         float | None, typer.Option(help=setting_help("monitor", "interval") + " (default 300).")
     ] = None,
@@ -144,7 +167,7 @@ def serve_monitor(
     overrides: dict[str, dict[str, Any]] = {
         "monitor": {"interval": interval, "webhook_url": webhook, "authoritative": authoritative},
     }
-    _serve(["monitor"], config, overrides, nameserver, storage)
+    _serve(["monitor"], config, overrides, nameserver, storage, allow_root)
 
 
 @serve_app.command("gateway")
@@ -157,6 +180,7 @@ def serve_gateway(
     nameserver: NameserverOpt = None,
     maildir: Annotated[str | None, typer.Option(help=setting_help("gateway", "maildir") + ".")] = None,
     storage: StorageOpt = None,
+    allow_root: AllowRootOpt = False,
     workers: Annotated[int | None, typer.Option(help=setting_help("gateway", "workers") + ".", min=0, max=64)] = None,
 ) -> None:
     """The SMTP gateway: a before-queue proxy that refuses clients with broken DNS."""
@@ -170,7 +194,7 @@ def serve_gateway(
             "workers": workers,
         },
     }
-    _serve(["gateway"], config, overrides, nameserver, storage)
+    _serve(["gateway"], config, overrides, nameserver, storage, allow_root)
 
 
 @serve_app.command("policy")
@@ -180,12 +204,13 @@ def serve_policy(
     profile: ProfileOpt = None,
     nameserver: NameserverOpt = None,
     storage: StorageOpt = None,
+    allow_root: AllowRootOpt = False,
 ) -> None:
     """The Postfix policy service: check_policy_service inet:127.0.0.1:10040 (docs/postfix.md)."""
     overrides: dict[str, dict[str, Any]] = {
         "policy": {"listen": tuple(listen) if listen else None, "profile": profile},
     }
-    _serve(["policy"], config, overrides, nameserver, storage)
+    _serve(["policy"], config, overrides, nameserver, storage, allow_root)
 
 
 app.add_typer(serve_app, name="serve")

@@ -30,6 +30,7 @@ from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 
 if TYPE_CHECKING:
+    from rdnsgate.privileges import Listeners
     from rdnsgate.storage import SqlStore
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ class Runtime:
         self.hostname = settings.gateway.hostname or socket.getfqdn()
         self.node = settings.storage.node or self.hostname  # this node's name in a shared store
         self.roles: list[str] = []  # the services of this process, for the node list
+        self.listeners: Listeners | None = None  # sockets bound as root before the switch to service.user
         self.started_at = datetime.now(UTC)
         self.whitelist: list[WhitelistEntry] = []
         self.whitelist_error: str | None = None

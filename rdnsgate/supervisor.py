@@ -26,6 +26,7 @@ from typing import Any
 from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import RdnsgateError
 from rdnsgate.notify import Notifier
+from rdnsgate.privileges import Listeners
 from rdnsgate.runtime import Commit, Deadline, Reloadable, Runtime, Service, cancel, restart_only, wait_until
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ async def run_services(
     migrate: bool = True,
     on_ready: Callable[[], None] | None = None,
     reloader: Callable[[], Settings] | None = None,
+    listeners: Listeners | None = None,
 ) -> None:
     """Serve `names` on one runtime until `stop` is set, a SIGTERM/SIGINT arrives or one of them ends.
 
@@ -196,6 +198,7 @@ async def run_services(
     notifier = Notifier()
     notifier.status("opening the store" + (" and migrating it" if migrate else ""))
     runtime = await Runtime.open(settings, migrate=migrate)
+    runtime.listeners = listeners  # bound as root before privileges were dropped (privileges.py)
     started: list[Service] = []
     failed: list[str] = []
     try:
@@ -295,7 +298,10 @@ def worker_count(settings: Settings) -> int:
 
 
 def run_gateway_processes(
-    settings: Settings, runner: Callable[[Any], Any], reloader: Callable[[], Settings] | None = None
+    settings: Settings,
+    runner: Callable[[Any], Any],
+    reloader: Callable[[], Settings] | None = None,
+    listeners: Listeners | None = None,
 ) -> int:
     """`gateway.workers` processes on the same ports (SO_REUSEPORT); returns the exit status.
 
@@ -337,6 +343,7 @@ def run_gateway_processes(
                         migrate=False,
                         on_ready=tell_parent,
                         reloader=reloader,
+                        listeners=listeners,
                     )
                 )
             except BaseException:

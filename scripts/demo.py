@@ -67,6 +67,7 @@ def main() -> int:
         command = [
             *rdnsgate,
             "serve",
+            *(["--allow-root"] if os.geteuid() == 0 else []),  # a demo on loopback ports: nothing to drop to
             "--listen",
             LISTEN,
             "--web-listen",

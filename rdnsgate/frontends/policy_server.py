@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import Settings, parse_listen
@@ -35,6 +37,9 @@ from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
 from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder
 from rdnsgate.runtime import Commit, Deadline, Runtime
+
+if TYPE_CHECKING:
+    from rdnsgate.privileges import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +206,18 @@ class PolicyService:
             writer.close()
 
 
-async def serve_policy(service: PolicyService, listen: list[str]) -> list[asyncio.base_events.Server]:
-    """Listen on ``HOST:PORT`` / ``[IPv6]:PORT`` / ``unix:/path`` addresses."""
+async def serve_policy(
+    service: PolicyService, listen: list[str], listeners: Listeners | None = None
+) -> list[asyncio.base_events.Server]:
+    """Listen on ``HOST:PORT`` / ``[IPv6]:PORT`` / ``unix:/path`` addresses (or the sockets bound for them)."""
     servers = []
     for item in listen:
-        if item.startswith("unix:"):
+        bound = listeners.take(item) if listeners else None
+        if bound:
+            for sock in bound:
+                start = asyncio.start_unix_server if sock.family == socket.AF_UNIX else asyncio.start_server
+                servers.append(await start(service.handle, sock=sock))
+        elif item.startswith("unix:"):
             path = item[len("unix:") :]
             servers.append(await asyncio.start_unix_server(service.handle, path=path))
         else:
@@ -241,7 +253,7 @@ class PolicyRunner:
         await self.runtime.load_whitelist()
         self.runtime.refresh_whitelist(settings.whitelist_refresh)
         self._untrack = METRICS.track(policy_services=self.service)
-        self.servers = await serve_policy(self.service, list(settings.listen))
+        self.servers = await serve_policy(self.service, list(settings.listen), self.runtime.listeners)
         log.info("rdnsgate policy service ready: profile %s", self.service.policy.profile.name)
 
     def prepare_reload(self, settings: Settings) -> Commit:

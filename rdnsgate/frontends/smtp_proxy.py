@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import re
 import secrets
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -658,14 +659,26 @@ class _Hooks:
 
 
 async def serve(
-    gateway: Gateway, listen: Iterable[tuple[str, int]], *, reuse_port: bool = False
+    gateway: Gateway,
+    listen: Iterable[tuple[str, int]],
+    *,
+    reuse_port: bool = False,
+    bound: Iterable[list[socket.socket] | None] = (),
 ) -> list[asyncio.base_events.Server]:
+    """Listen on each (host, port), or on the sockets bound for it beforehand (`bound`, in the same order)."""
     loop = asyncio.get_running_loop()
     servers = []
-    for host, port in listen:
-        servers.append(
-            await loop.create_server(gateway.protocol, host=host, port=port, reuse_address=True, reuse_port=reuse_port)
-        )
+    given = list(bound)
+    for index, (host, port) in enumerate(listen):
+        sockets = given[index] if index < len(given) else None
+        if sockets:
+            servers += [await loop.create_server(gateway.protocol, sock=sock) for sock in sockets]
+        else:
+            servers.append(
+                await loop.create_server(
+                    gateway.protocol, host=host, port=port, reuse_address=True, reuse_port=reuse_port
+                )
+            )
         log.info("gateway listening on %s", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return servers
 
@@ -715,7 +728,9 @@ class GatewayService:
         self.runtime.refresh_whitelist(settings.whitelist_refresh)
         self._untrack = METRICS.track(gateways=gateway)
         await gateway.destination.probe()  # learn what the next hop offers, so EHLO promises no more
-        self.servers = await serve(gateway, self.listen, reuse_port=self.worker is not None)
+        listeners = self.runtime.listeners
+        bound = [listeners.take(item) for item in settings.listen] if listeners else []
+        self.servers = await serve(gateway, self.listen, reuse_port=self.worker is not None, bound=bound)
         log.info(
             "rdnsgate gateway%s ready: profile %s, next hop %s, relay domains %s",
             "" if self.worker is None else f" worker {self.worker}",

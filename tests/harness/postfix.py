@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.harness.smtp import as_root
+
 BASE = {
     "compatibility_level": "3.6",
     "mail_owner": "postfix",
@@ -138,7 +140,16 @@ def spawn_service(service: str, config_text: str, workdir: Path) -> subprocess.P
     config.write_text(config_text)
     with open(workdir / f"{service}.log", "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "rdnsgate", "serve", service.split("-")[0], "--config", str(config)],
+            [
+                sys.executable,
+                "-m",
+                "rdnsgate",
+                "serve",
+                service.split("-")[0],
+                *as_root(["serve"]),
+                "--config",
+                str(config),
+            ],
             cwd=root,
             stdout=log,
             stderr=subprocess.STDOUT,

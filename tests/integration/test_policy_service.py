@@ -14,6 +14,7 @@ import pytest
 from tests.harness.faultdns import Fault, FaultResponder
 from tests.harness.knot import free_port
 from tests.harness.postgres import Stores
+from tests.harness.smtp import as_root
 
 
 class PolicyProcess:
@@ -35,7 +36,16 @@ class PolicyProcess:
     def start(self) -> PolicyProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rdnsgate", "serve", "policy", "--config", str(self.workdir / "rdnsgate.toml")],
+            [
+                sys.executable,
+                "-m",
+                "rdnsgate",
+                "serve",
+                "policy",
+                *as_root(["serve"]),
+                "--config",
+                str(self.workdir / "rdnsgate.toml"),
+            ],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,16 +123,18 @@ class WebService:
         )
         server = self.server = EmbeddedServer(config)
         log.info("rdnsgate web app starting on http://%s", settings.web.listen)
-        self.task = asyncio.get_running_loop().create_task(self._serve(server), name="web")
+        listeners = self.runtime.listeners
+        bound = listeners.take(settings.web.listen) if listeners else None
+        self.task = asyncio.get_running_loop().create_task(self._serve(server, bound), name="web")
         while not server.started and not self.task.done():
             await asyncio.sleep(0.02)
         if not server.started:
             raise ConfigError(f"web.listen {settings.web.listen}: cannot listen there (in use, or not this host's)")
 
     @staticmethod
-    async def _serve(server: EmbeddedServer) -> None:
+    async def _serve(server: EmbeddedServer, sockets: list[socket.socket] | None = None) -> None:
         with contextlib.suppress(SystemExit):  # uvicorn's answer to a port it cannot bind
-            await server.serve()
+            await server.serve(sockets=sockets)
 
     def prepare_reload(self, settings: Settings) -> Commit:
         """The web settings that do not need a restart (limits, proxies, public URL); listen, the session
