@@ -9,7 +9,7 @@ DEBIAN_RUN_PACKAGES  := knot knot-dnsutils swaks
 DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chromium postgresql pgbouncer systemd openssl fail2ban
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit quick docs bench bench-gateway bench-policy bench-memory bench-store debian-deps clean
+.PHONY: run test lint typecheck unit quick docs dist bench bench-gateway bench-policy bench-memory bench-store debian-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ quick: $(STAMP) debian-deps
 # Regenerate the parts of docs/ made from the code (settings, reasons, profiles).
 docs: $(STAMP)
 	$(BIN)/python scripts/gendocs.py
+
+# A wheel in dist/ (what `pip install` on a mail host takes; docs/deploy.md).
+dist: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 
 bench: $(STAMP) debian-deps
 	$(BIN)/python bench/audit_vs_adns.py
