@@ -173,7 +173,10 @@ class WhitelistEntry:
 
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
-    """One decision as the log stores it: enough to answer "why was my mail refused?"."""
+    """One decision as the log stores it: enough to answer "why was my mail refused?".
+
+    `checks` is shared by the records of one report and never changed once a record holds it.
+    """
 
     at: datetime
     session: str

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -11,32 +13,68 @@ from rdnsgate.model import DecisionRecord
 from rdnsgate.storage.base import Tables, utc
 from rdnsgate.storage.schema import decisions
 
+_COLUMNS = (
+    "at", "node", "session", "client_ip", "ptr", "helo", "sender",
+    "recipients", "profile", "action", "stage", "reply", "checks", "whitelisted",
+)  # fmt: skip
+_INSERT = {
+    sqlite: f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES "
+    + "({})".format(", ".join("?" if sqlite else f"${number}" for number in range(1, len(_COLUMNS) + 1)))
+    for sqlite in (True, False)
+}
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_CHECKS_KEPT = 4096
+_checks_text: dict[int, tuple[dict[str, Any], str]] = {}
+
+
+def _checks_json(checks: dict[str, Any]) -> str:
+    """The JSON of a record's checks; records of one report share the dict (never changed), so it is made once."""
+    known = _checks_text.get(id(checks))
+    if known is not None and known[0] is checks:
+        return known[1]
+    text = _encode(checks)
+    if len(_checks_text) >= _CHECKS_KEPT:
+        _checks_text.clear()
+    _checks_text[id(checks)] = (checks, text)
+    return text
+
+
+def _row(item: DecisionRecord, sqlite: bool) -> tuple[Any, ...]:
+    """One record as the driver takes it: the time as SQLite text (SQLAlchemy's DateTime format: UTC, no
+    offset) or a datetime (asyncpg), JSON as text."""
+    at = utc(item.at) or datetime.now(UTC)
+    return (
+        at.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else at,
+        item.node,
+        item.session,
+        item.client_ip,
+        item.ptr,
+        item.helo,
+        item.sender,
+        _encode(list(item.recipients)),
+        item.profile,
+        item.action,
+        item.stage,
+        item.reply,
+        _checks_json(item.checks),
+        item.whitelisted,
+    )
+
 
 class DecisionTables(Tables):
     async def decisions_add(self, records: Sequence[DecisionRecord]) -> None:
+        """Store `records` in one transaction, as one executemany of plain rows.
+
+        The rows go to the driver as the column types would make them (`_row`)
+        without SQLAlchemy's per-row parameter processing, which cost more
+        than the insert itself (BENCHMARKS.md, "What limits the decision log");
+        a test holds what is read back to what the typed insert stores.
+        """
         if not records:
             return
-        rows = [
-            {
-                "at": utc(item.at),
-                "node": item.node,
-                "session": item.session,
-                "client_ip": item.client_ip,
-                "ptr": item.ptr,
-                "helo": item.helo,
-                "sender": item.sender,
-                "recipients": list(item.recipients),
-                "profile": item.profile,
-                "action": item.action,
-                "stage": item.stage,
-                "reply": item.reply,
-                "checks": item.checks,
-                "whitelisted": item.whitelisted,
-            }
-            for item in records
-        ]
         async with self.engine.begin() as connection:
-            await connection.execute(decisions.insert(), rows)
+            sqlite = connection.dialect.name == "sqlite"
+            await connection.exec_driver_sql(_INSERT[sqlite], [_row(item, sqlite) for item in records])
 
     async def decisions_count(self) -> int:
         async with self.engine.connect() as connection:

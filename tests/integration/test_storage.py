@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -248,3 +249,39 @@ async def test_behind_pgbouncer_in_transaction_mode(stores: Stores, tmp_path: Pa
             await store.close()
     finally:
         bouncer.stop()
+
+
+async def test_the_plain_insert_stores_what_the_typed_one_does(store_url: str) -> None:
+    """decisions_add hands the driver plain rows; read back, they equal rows inserted through the column types."""
+    from rdnsgate.storage.schema import decisions
+
+    store = await open_store(store_url)
+    checks = {"iprev": {"result": "fail", "reason": "ptr-mismatch", "detail": 'Bücher "quoted" \\ <x>'}}
+    made = [
+        DecisionRecord(NOW - timedelta(microseconds=n * 123457), f"s{n}", "2001:db8::1", "ptr.example", "hélo",
+                       "a@b.example", ("x@y.example", "ü@z.example"), "strict", "reject", "rcpt", "550 5.7.25 no",
+                       checks, "network 192.0.2.0/24", node="mx1")
+        for n in range(3)
+    ]  # fmt: skip
+    try:
+        await store.decisions_add(made[:2])
+        rows = [
+            {
+                "at": item.at, "node": item.node, "session": f"typed-{item.session}", "client_ip": item.client_ip,
+                "ptr": item.ptr, "helo": item.helo, "sender": item.sender, "recipients": list(item.recipients),
+                "profile": item.profile, "action": item.action, "stage": item.stage, "reply": item.reply,
+                "checks": item.checks, "whitelisted": item.whitelisted,
+            }
+            for item in made[:2]
+        ]  # fmt: skip
+        async with store.engine.begin() as connection:
+            await connection.execute(decisions.insert(), rows)
+        found = await store.decisions_find(limit=10)
+        plain = sorted((item for item in found if not item.session.startswith("typed-")), key=lambda x: x.session)
+        typed = sorted((item for item in found if item.session.startswith("typed-")), key=lambda x: x.session)
+        assert len(plain) == len(typed) == 2
+        for ours, theirs in zip(plain, typed, strict=True):
+            assert ours == replace(theirs, session=theirs.session.removeprefix("typed-"), id=ours.id)
+        assert plain[0].at == made[0].at and plain[0].checks == checks and plain[0].recipients == made[0].recipients
+    finally:
+        await store.close()
