@@ -217,6 +217,8 @@ class Runtime:
             if resolver is not None or settings.checks != self.settings.checks:
                 self.engine = Engine(self.resolver, settings.checks)
             self.settings = settings
+            if self._refresh_every is not None:  # the services ask again for their (new) whitelist_refresh
+                self._refresh_every = float("inf")
 
         return commit
 

@@ -760,6 +760,7 @@ class GatewayService:
             if not same_hop:
                 await destination.probe()
             gateway.replace(Setup.of(new, runtime.engine, policy, destination, context))
+            runtime.refresh_whitelist(new.whitelist_refresh)
             if not same_hop:
                 self._retiring.append(asyncio.get_running_loop().create_task(self._retire(old)))
 
