@@ -47,6 +47,13 @@ def in_memory(prefix: str) -> Iterator[Path]:
             subprocess.run(["umount", "--lazy", tmp], check=False)
 
 
+@contextmanager
+def on_disk(prefix: str) -> Iterator[Path]:
+    """A temporary directory on the disk (Postfix's queue fsyncs there, as on a mail host)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
 def write_section(mark: str, title: str, body: str) -> None:
     """Replace (or append) the BENCHMARKS.md section between ``<!-- mark:begin -->`` and ``<!-- mark:end -->``."""
     begin, end = f"<!-- {mark}:begin -->", f"<!-- {mark}:end -->"
