@@ -16,7 +16,8 @@ and forward zone on the namespace's loopback.  Inside it:
 the gateway with one worker per core, the gateway with one worker, and Postfix,
 in rounds whose order rotates, after a warm-up; every Postfix run waits until
 its queue is delivered (smtp-source counts a message once queued, so that
-delivery would overlap the next run), and everything lives on a tmpfs. The
+delivery would overlap the next run); with ``--tmpfs`` Postfix's queue lives
+on a tmpfs (steadier, but without the fsync it pays on a mail host). The
 medians count, each round's ratio beside them.  Then 1,000 idle sessions are
 opened to the gateway and its memory is read.  Results go to BENCHMARKS.md
 between the gateway markers.
