@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REFRESH_SECONDS = 5.0  # the whitelist reload while a reload is between services (each then asks for its own)
 SAID_EVERY = 60.0  # seconds: a store that stays away is said in the log at most this often
 HEARTBEAT_SECONDS = 15.0  # how often a node says it is alive (the node list of `rdnsgate db status`)
 PRUNE_EVERY = 3600.0  # seconds between prunings of old decisions
@@ -217,8 +218,7 @@ class Runtime:
             if resolver is not None or settings.checks != self.settings.checks:
                 self.engine = Engine(self.resolver, settings.checks)
             self.settings = settings
-            if self._refresh_every is not None:  # the services ask again for their (new) whitelist_refresh
-                self._refresh_every = float("inf")
+            self._refresh_every = None  # the services ask again for their (new) whitelist_refresh
 
         return commit
 
@@ -253,7 +253,7 @@ class Runtime:
     async def _refresh(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._whitelist_changed.wait(), self._refresh_every)
+                await asyncio.wait_for(self._whitelist_changed.wait(), self._refresh_every or REFRESH_SECONDS)
             self._whitelist_changed.clear()
             try:
                 await self.load_whitelist()
