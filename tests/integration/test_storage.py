@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +17,7 @@ from rdnsgate.policy.whitelist import match, parse_expiry, parse_target
 from rdnsgate.storage import open_store
 from rdnsgate.storage.base import create_engine, newest_revision, upgrade
 from rdnsgate.storage.nodes import Node
-from tests.harness.postgres import Stores
+from tests.harness.postgres import PostgresServer
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -201,14 +200,14 @@ async def test_old_decisions_are_pruned_in_batches(store_url: str) -> None:
         await store.close()
 
 
-async def test_a_whitelist_change_is_announced_to_listeners(stores: Stores, tmp_path: Path) -> None:
-    """PostgreSQL NOTIFY at commit; the listener hears it (and once at connect, for what it missed)."""
-    if stores.kind != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite nodes rely on the periodic reload")
+async def test_a_whitelist_change_is_announced_to_listeners(postgres: PostgresServer) -> None:
+    """PostgreSQL NOTIFY at commit; the listener hears it (and once at connect, for what it missed).
+
+    PostgreSQL's only: SQLite nodes rely on the periodic reload."""
     from rdnsgate.storage.listen import listen
     from rdnsgate.storage.whitelist import CHANGED
 
-    url = stores.url(tmp_path)
+    url = postgres.create_database()
     store = await open_store(url)
     heard = asyncio.Event()
     listener = asyncio.get_running_loop().create_task(listen(url, CHANGED, heard.set))
@@ -227,15 +226,13 @@ async def test_a_whitelist_change_is_announced_to_listeners(stores: Stores, tmp_
         await store.close()
 
 
-async def test_behind_pgbouncer_in_transaction_mode(stores: Stores, tmp_path: Path) -> None:
+async def test_behind_pgbouncer_in_transaction_mode(postgres: PostgresServer) -> None:
     """storage.pgbouncer: every statement works when each transaction may land on another server connection."""
-    if stores.server is None:
-        pytest.skip("pgbouncer pools PostgreSQL connections")
     from tests.harness.postgres import Pgbouncer
 
-    bouncer = Pgbouncer(stores.server).start()
+    bouncer = Pgbouncer(postgres).start()
     try:
-        url = bouncer.url(stores.url(tmp_path))
+        url = bouncer.url(postgres.create_database())
         store = await open_store(StorageSettings(url=url, pgbouncer=True))
         try:
             for round_ in range(3):  # the same statements again: no prepared statement may outlive its transaction
