@@ -12,6 +12,7 @@ read like the DNS data they describe.
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -32,19 +33,39 @@ import dns.update
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on `host` (best effort)."""
+    """A port free for both UDP and TCP on `host`, below the kernel's ephemeral range.
+
+    A port the kernel picks for port 0 comes from the ephemeral range, which
+    every outgoing connection (a database pool, an SMTP client) also draws
+    from: between this call and the server's bind, one of them could take it.
+    Below that range only an explicit bind takes a port, and this process
+    never hands the same one out twice.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(50):
-        with socket.socket(family, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, 0))
-            port = udp.getsockname()[1]
-            with socket.socket(family, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((host, port))
-                except OSError:
-                    continue
-                return int(port)
+    top = _ephemeral_floor() - 1
+    for _ in range(200):
+        port = random.randint(max(1024, top - 12000), top)
+        if port in _HANDED_OUT:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as udp, socket.socket(family, socket.SOCK_STREAM) as tcp:
+                udp.bind((host, port))
+                tcp.bind((host, port))
+        except OSError:
+            continue
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError(f"no free port on {host}")
 
 

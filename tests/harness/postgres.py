@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.harness.knot import free_port
+
 
 def bindir() -> Path:
     """The newest PostgreSQL server binaries Debian installed (/usr/lib/postgresql/VERSION/bin)."""
@@ -28,12 +30,6 @@ def bindir() -> Path:
     if not found:
         raise RuntimeError("no PostgreSQL server binaries: install Debian's postgresql package (make test does)")
     return found[-1].parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _owner() -> pwd.struct_passwd | None:

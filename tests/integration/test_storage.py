@@ -104,7 +104,7 @@ async def test_bad_url() -> None:
 
 
 async def test_a_database_away_is_a_clear_error_without_its_password() -> None:
-    from tests.harness.postgres import free_port
+    from tests.harness.knot import free_port
 
     url = f"postgresql://rdnsgate:secret@127.0.0.1:{free_port()}/rdnsgate"
     with pytest.raises(
