@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEBIAN_RUN_PACKAGES  := knot knot-dnsutils swaks
 DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chromium postgresql pgbouncer systemd openssl fail2ban
+EXIM   := .cache/exim4/usr/sbin/exim4
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck unit quick docs dist bench bench-gateway bench-policy bench-memory bench-store debian-deps clean
@@ -42,8 +43,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) debian-deps lint typecheck
+test: $(STAMP) debian-deps $(EXIM) lint typecheck
 	$(BIN)/pytest -q
+
+# Debian's Exim and Postfix exclude each other (each is the system's MTA), so the Exim test
+# (tests/integration/test_exim.py) takes the exim4 binary out of its package without installing it.
+EXIM_LIBS := libidn12 libgnutls-dane0 libdb5.3 libpcre2-8-0 libnsl2 libcrypt1
+$(EXIM):
+	@$(MAKE) --no-print-directory debian-deps PACKAGES="$(EXIM_LIBS)"
+	rm -rf .cache/exim4 && mkdir -p .cache/exim4
+	cd .cache/exim4 && { apt-get download -qq exim4-daemon-light 2>/dev/null || \
+	  { $(SUDO) apt-get update -qq && apt-get download -qq exim4-daemon-light; }; } && \
+	  dpkg -x exim4-daemon-light_*.deb . && rm exim4-daemon-light_*.deb
 
 # The inner loop: the pure tests (no servers, no DNS), in seconds.
 unit: $(STAMP)

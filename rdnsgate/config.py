@@ -142,6 +142,9 @@ class PolicySettings:
     """The Postfix policy service (check_policy_service)."""
 
     listen: tuple[str, ...] = setting(("127.0.0.1:10040",), "`HOST:PORT`, `[IPv6]:PORT` or `unix:/path` to listen on")
+    exim_listen: tuple[str, ...] = setting(
+        (), "where Exim's ACLs ask (`${readsocket}`, one line each way; docs/exim.md): addresses as `listen`"
+    )
     profile: str = setting("postfix", "`classic`, `postfix`, `strict` or `monitor`")
     overrides: tuple[str, ...] = setting((), "as `gateway.overrides`")
     authserv_id: str = setting(
@@ -155,11 +158,12 @@ class PolicySettings:
     whitelist_refresh: float = setting(5.0, "seconds between whitelist reloads")
 
     def __post_init__(self) -> None:
-        if not self.listen:
-            raise ConfigError("policy.listen needs at least one address")
-        for item in self.listen:
-            if not item.startswith("unix:"):
-                parse_listen(item, "policy.listen")
+        if not self.listen and not self.exim_listen:
+            raise ConfigError("policy.listen (or policy.exim_listen) needs at least one address")
+        for key, items in (("policy.listen", self.listen), ("policy.exim_listen", self.exim_listen)):
+            for item in items:
+                if not item.startswith("unix:"):
+                    parse_listen(item, key)
         _positive("policy.max_instances", self.max_instances)
         _positive("policy.whitelist_refresh", self.whitelist_refresh)
 

@@ -100,6 +100,7 @@ def addresses(settings: Settings, services: Iterable[str]) -> list[tuple[str, st
             found += [(item, "gateway.listen") for item in settings.gateway.listen]
         elif name == "policy":
             found += [(item, "policy.listen") for item in settings.policy.listen]
+            found += [(item, "policy.exim_listen") for item in settings.policy.exim_listen]
         elif name == "web":
             found.append((settings.web.listen, "web.listen"))
     return found

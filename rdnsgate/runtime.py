@@ -91,6 +91,7 @@ RESTART_ONLY = (
     ("gateway", "listen"),
     ("gateway", "workers"),
     ("policy", "listen"),
+    ("policy", "exim_listen"),
     ("web", "listen"),
     ("web", "secret_key"),
     ("web", "session_hours"),

@@ -22,16 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.config import Settings, parse_listen
+from rdnsgate.config import Settings
+from rdnsgate.frontends.exim_socket import EximService, serve_exim
+from rdnsgate.frontends.listen import listen_on
 from rdnsgate.model import WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
+from rdnsgate.policy.decide import Decision
 from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
@@ -49,8 +51,8 @@ MAX_REQUEST = 16 * 1024
 STAGE_OF_STATE = {"EHLO": Stage.HELO, "HELO": Stage.HELO, "MAIL": Stage.MAIL, "RCPT": Stage.RCPT}
 
 
-class ProtocolError(Exception):
-    """The peer broke the protocol: log a warning and disconnect."""
+class ProtocolError(ValueError):
+    """The peer broke the protocol: log a warning and disconnect (Exim's face: a ``defer`` answer)."""
 
 
 _REQUEST = re.compile(rb"(?:[A-Za-z0-9_]+=[^\n]*\n)*[A-Za-z0-9_]+=[^\n]*\Z")
@@ -158,12 +160,15 @@ class PolicyService:
             old.session.close()
         return found
 
-    async def answer(self, request: dict[str, str]) -> str:
-        """The action for one request (without "action=")."""
+    async def judge(self, request: dict[str, str]) -> tuple[Decision | None, bool, tuple[str, str] | None]:
+        """One request's decision, whether its refusal is due now, and the header to add now (if any).
+
+        The faces word it: Postfix's actions here, Exim's answers in exim_socket.py.
+        """
         self.requests += 1
         state = request.get("protocol_state", "RCPT").upper()
         if state in ("CONNECT", "UNKNOWN") or "client_address" not in request:
-            return "DUNNO"
+            return None, False, None
         instance = self._instance(request)
         session = instance.session
         sender = f"<{request['sender']}>" if "sender" in request else None
@@ -173,16 +178,24 @@ class PolicyService:
         recipients = [recipient] if recipient else []
         if refuse:
             session.record(report, decision, recipients)
-            assert decision.reply is not None
-            if decision.action is Action.TEMPFAIL:
-                return f"DEFER_IF_PERMIT {decision.reply.enhanced} {decision.reply.text}"
-            return str(decision.reply)
+            return decision, True, None
         if state in ("RCPT", "DATA", "END-OF-MESSAGE"):
             session.record(report, decision, recipients)
             if decision.action is Action.TAG and instance.tagged != session.sender_given:
                 instance.tagged = session.sender_given
-                name, value = decision.headers[0]
-                return f"PREPEND {name}: {value}"
+                return decision, False, decision.headers[0]
+        return decision, False, None
+
+    async def answer(self, request: dict[str, str]) -> str:
+        """The Postfix action for one request (without "action=")."""
+        decision, refuse, header = await self.judge(request)
+        if refuse:
+            assert decision is not None and decision.reply is not None
+            if decision.action is Action.TEMPFAIL:
+                return f"DEFER_IF_PERMIT {decision.reply.enhanced} {decision.reply.text}"
+            return str(decision.reply)
+        if header is not None:
+            return f"PREPEND {header[0]}: {header[1]}"
         return "DUNNO"
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -209,22 +222,7 @@ class PolicyService:
 async def serve_policy(
     service: PolicyService, listen: list[str], listeners: Listeners | None = None
 ) -> list[asyncio.base_events.Server]:
-    """Listen on ``HOST:PORT`` / ``[IPv6]:PORT`` / ``unix:/path`` addresses (or the sockets bound for them)."""
-    servers = []
-    for item in listen:
-        bound = listeners.take(item) if listeners else None
-        if bound:
-            for sock in bound:
-                start = asyncio.start_unix_server if sock.family == socket.AF_UNIX else asyncio.start_server
-                servers.append(await start(service.handle, sock=sock))
-        elif item.startswith("unix:"):
-            path = item[len("unix:") :]
-            servers.append(await asyncio.start_unix_server(service.handle, path=path))
-        else:
-            host, port = parse_listen(item)
-            servers.append(await asyncio.start_server(service.handle, host=host, port=port, reuse_address=True))
-        log.info("policy service listening on %s", item)
-    return servers
+    return await listen_on(service.handle, listen, listeners, "policy service")
 
 
 class PolicyRunner:
@@ -235,9 +233,6 @@ class PolicyRunner:
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings.policy
         self.runtime = runtime
-        for item in settings.listen:
-            if not item.startswith("unix:"):
-                parse_listen(item, "policy.listen")
         self.service = PolicyService(
             runtime.engine,
             Policy.from_settings(settings, "policy", runtime.hostname, runtime.node),
@@ -254,6 +249,7 @@ class PolicyRunner:
         self.runtime.refresh_whitelist(settings.whitelist_refresh)
         self._untrack = METRICS.track(policy_services=self.service)
         self.servers = await serve_policy(self.service, list(settings.listen), self.runtime.listeners)
+        self.servers += await serve_exim(EximService(self.service), settings.exim_listen, self.runtime.listeners)
         log.info("rdnsgate policy service ready: profile %s", self.service.policy.profile.name)
 
     def prepare_reload(self, settings: Settings) -> Commit:

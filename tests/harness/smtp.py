@@ -231,13 +231,18 @@ class GatewayProcess:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """An ``rdnsgate`` command against this gateway's settings (whitelist, decisions)."""
-        return subprocess.run(
-            [sys.executable, "-m", "rdnsgate", *args, "--config", str(self.config)],
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return rdnsgate_cli(self.config, *args, cwd=self.workdir)
+
+
+def rdnsgate_cli(config: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``rdnsgate ARGS --config CONFIG`` (whitelist, decisions, ...), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "rdnsgate", *args, "--config", str(config)],
+        cwd=cwd or config.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def wait_port(host: str, port: int, timeout: float = 5.0) -> None:

@@ -14,7 +14,7 @@ import pytest
 from tests.harness.faultdns import Fault, FaultResponder
 from tests.harness.knot import free_port
 from tests.harness.postgres import Stores
-from tests.harness.smtp import as_root
+from tests.harness.smtp import as_root, rdnsgate_cli
 
 
 class PolicyProcess:
@@ -23,11 +23,14 @@ class PolicyProcess:
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.exim_port = free_port()
         self.socket_path = workdir / "policy.sock"
+        self.exim_path = workdir / "exim.sock"
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rdnsgate.toml").write_text(
             f'[dns]\nnameservers = ["{nameserver}"]\ntimeout = 0.3\ntries = 2\ncache_size = 0\n'
             f'[policy]\nlisten = ["127.0.0.1:{self.port}", "unix:{self.socket_path}"]\nprofile = "{profile}"\n'
+            f'exim_listen = ["127.0.0.1:{self.exim_port}", "unix:{self.exim_path}"]\n'
             f'authserv_id = "mx.example.net"\n{extra}\n[storage]\nurl = "{store}"\n{more}'
         )
         self.log_path = workdir / "policy.log"
@@ -199,24 +202,80 @@ def test_decisions_are_logged_like_the_gateways(services: dict[str, PolicyProces
     service = services["postfix"]
     deadline = time.monotonic() + 10
     while True:
-        found = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "rdnsgate",
-                "decisions",
-                "--ip",
-                "127.0.10.2",
-                "--json",
-                "--config",
-                str(service.workdir / "rdnsgate.toml"),
-            ],
-            cwd=service.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        found = rdnsgate_cli(service.workdir / "rdnsgate.toml", "decisions", "--ip", "127.0.10.2", "--json")
         if "dave@example.net" in found.stdout or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert '"action":"reject"' in found.stdout and '"no-ptr"' in found.stdout, found.stdout + found.stderr
+
+
+# -- the Exim face: one line in, one line out, one request per connection (${readsocket}) --------------------------
+def exim(service: PolicyProcess, line: str | bytes, *, shutdown: bool = True) -> str:
+    with socket.create_connection(("127.0.0.1", service.exim_port), timeout=10) as sock:
+        sock.sendall(line.encode() if isinstance(line, str) else line)
+        if shutdown:  # as Exim's readsocket does by default
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer.decode()
+
+
+def test_exim_answers_per_profile(services: dict[str, PolicyProcess]) -> None:
+    good = "ip=127.0.10.1 port=40001 helo=good1.example.org sender=bob@example.org rcpt=alice@example.net\n"
+    assert exim(services["postfix"], good) == "accept\n"
+    assert exim(services["postfix"], good.replace("10.1 port=40001", "10.2 port=40002")) == (
+        "deny 450 4.7.1 Client host rejected: cannot find your reverse hostname, [127.0.10.2]\n"
+    )
+    nullmx = 'ip=127.0.10.1 port=3 helo=good1.example.org sender="bob@nullmx.example.org"\n'
+    assert exim(services["postfix"], nullmx).startswith("deny 550 5.7.27 ")
+    assert exim(services["postfix"], "ip=127.0.10.1 port=4 helo=localhost sender=bob@example.org\n").startswith(
+        "deny 504 5.5.2 "
+    )
+    # classic closes the connection after its 501: Exim's drop
+    answer = exim(services["classic"], "stage=helo ip=127.0.10.2 port=5 helo=good1.example.org\n")
+    assert answer.startswith("drop 501 5.7.25 PTR Records mismatch"), answer
+    # a bounce (the empty sender, quoted as Exim quotes it) is a sender like any other
+    assert exim(services["postfix"], 'ip=127.0.10.1 port=6 helo=good1.example.org sender=""\n') == "accept\n"
+    # without shutting the write side down, the line's end is enough
+    assert exim(services["postfix"], good.replace("40001", "40007"), shutdown=False) == "accept\n"
+
+
+def test_exim_temporary_error_is_defer(services: dict[str, PolicyProcess], faults: FaultResponder) -> None:
+    faults.add("4.10.0.127.in-addr.arpa", "PTR", Fault.TIMEOUT)
+    answer = exim(services["postfix"], "ip=127.0.10.4 port=7 helo=slow4.example.org sender=bob@example.org\n")
+    assert answer.startswith("defer 4"), answer
+    assert " 5." not in answer
+
+
+def test_exim_monitor_adds_the_header_once_per_message(services: dict[str, PolicyProcess]) -> None:
+    line = "ip=127.0.10.2 port=8 helo=good1.example.org sender=bob@example.org rcpt={}\n"
+    assert exim(services["monitor"], line.format("a@example.net")) == (
+        "header Authentication-Results: mx.example.net; iprev=permerror policy.iprev=127.0.10.2\n"
+    )
+    assert exim(services["monitor"], line.format("b@example.net")) == "accept\n"
+
+
+@pytest.mark.parametrize(
+    ("junk", "reason"),
+    [
+        ("helo=good1.example.org\n", "no ip="),
+        ("ip=not-an-ip\n", "no IP address"),
+        ("ip=127.0.10.1 stage=banner\n", "stage="),
+        ('ip=127.0.10.1 helo="unterminated\n', "cannot read"),
+        ("x" * 5000 + "\n", "longer than"),
+    ],
+)
+def test_exim_bad_request_is_a_temporary_refusal(services: dict[str, PolicyProcess], junk: str, reason: str) -> None:
+    answer = exim(services["postfix"], junk)
+    assert answer.startswith("defer 451 4.3.5 ") and reason in answer, answer
+    assert exim(services["postfix"], "ip=127.0.10.1 port=9 helo=good1.example.org\n") == "accept\n"
+
+
+def test_exim_unix_socket(services: dict[str, PolicyProcess]) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(services["postfix"].exim_path))
+        sock.sendall(b"ip=127.0.10.2 port=10 helo=good1.example.org sender=bob@example.org\n")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(4096).startswith(b"deny 450 4.7.1 ")
