@@ -165,6 +165,8 @@ class WhitelistEntry:
     created_at: datetime | None = None
     expires_at: datetime | None = None
     id: int | None = None
+    changed_by: str = ""  # who added it or changed it last ("admin:NAME", "token:NAME", "cli:USER")
+    changed_at: datetime | None = None
 
     def describe(self) -> str:
         ticket = f" [{self.ticket}]" if self.ticket else ""
@@ -210,3 +212,10 @@ class FleetEntry:
     last_checked: datetime | None = None
     last_chain: dict[str, Any] | None = None
     id: int | None = None
+    changed_by: str = ""  # who added it or changed its HELO/label last
+    changed_at: datetime | None = None
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A time as ISO 8601 text for JSON, or None."""
+    return moment.isoformat() if moment else None

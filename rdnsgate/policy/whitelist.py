@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from rdnsgate.checks.names import is_fqdn, to_ascii_domain
 from rdnsgate.config import parse_moment
 from rdnsgate.errors import UsageError
-from rdnsgate.model import IPAddress, WhitelistEntry
+from rdnsgate.model import IPAddress, WhitelistEntry, iso
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -68,3 +69,18 @@ def match(
         elif sender_domain is not None and sender_domain == entry.value:
             return entry
     return None
+
+
+def entry_dict(entry: WhitelistEntry) -> dict[str, Any]:
+    """An entry as JSON values (`rdnsgate whitelist list --json`, ``/api/v1/whitelist``)."""
+    return {
+        "id": entry.id,
+        "kind": entry.kind,
+        "value": entry.value,
+        "reason": entry.reason,
+        "ticket": entry.ticket,
+        "created_at": iso(entry.created_at),
+        "expires_at": iso(entry.expires_at),
+        "changed_by": entry.changed_by,
+        "changed_at": iso(entry.changed_at),
+    }

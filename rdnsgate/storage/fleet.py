@@ -10,44 +10,65 @@ slow, or taken for dead) records nothing and sends no alert.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from rdnsgate.model import FleetEntry
 from rdnsgate.storage.base import Tables, utc
+from rdnsgate.storage.changes import log_change
 from rdnsgate.storage.schema import alerts, fleet, fleet_checks
 
 
 class FleetTables(Tables):
-    async def fleet_add(self, entry: FleetEntry) -> tuple[FleetEntry, bool]:
+    async def fleet_add(self, entry: FleetEntry, actor: str = "") -> tuple[FleetEntry, bool]:
         """Watch `entry.ip`, or update its HELO and label when it is watched already; True when new."""
+        added = await self.fleet_add_many([entry], actor)
+        return added[0]
+
+    async def fleet_add_many(self, entries: Sequence[FleetEntry], actor: str = "") -> list[tuple[FleetEntry, bool]]:
+        """`fleet_add` for each of `entries`, in one transaction (all or none); each as stored, and whether new."""
+        done = []
         async with self.engine.begin() as connection:
-            existing = (await connection.execute(sa.select(fleet.c.id).where(fleet.c.ip == entry.ip))).scalar()
-            if existing is None:
-                await connection.execute(
-                    fleet.insert().values(
-                        ip=entry.ip,
-                        helo=entry.helo,
-                        label=entry.label,
-                        state="unknown",
-                        since=utc(entry.since) or datetime.now(UTC),
+            for entry in entries:
+                existing = (
+                    await connection.execute(
+                        sa.select(fleet.c.id, fleet.c.helo, fleet.c.label).where(fleet.c.ip == entry.ip)
                     )
-                )
-            else:
-                await connection.execute(
-                    fleet.update().where(fleet.c.id == existing).values(helo=entry.helo, label=entry.label)
-                )
-            row = (await connection.execute(sa.select(fleet).where(fleet.c.ip == entry.ip))).mappings().one()
-        return _fleet_entry(dict(row)), existing is None
+                ).first()
+                detail = f"HELO {entry.helo or '-'}, label {entry.label or '-'}"
+                if existing is None:
+                    at = await log_change(connection, actor, "fleet", "add", entry.ip, detail)
+                    await connection.execute(
+                        fleet.insert().values(
+                            ip=entry.ip,
+                            helo=entry.helo,
+                            label=entry.label,
+                            state="unknown",
+                            since=utc(entry.since) or at,
+                            changed_by=actor,
+                            changed_at=at,
+                        )
+                    )
+                elif (existing.helo, existing.label) != (entry.helo, entry.label):
+                    at = await log_change(connection, actor, "fleet", "update", entry.ip, detail)
+                    await connection.execute(
+                        fleet.update()
+                        .where(fleet.c.id == existing.id)
+                        .values(helo=entry.helo, label=entry.label, changed_by=actor, changed_at=at)
+                    )
+                row = (await connection.execute(sa.select(fleet).where(fleet.c.ip == entry.ip))).mappings().one()
+                done.append((_fleet_entry(dict(row)), existing is None))
+        return done
 
     async def fleet_list(self) -> list[FleetEntry]:
         async with self.engine.connect() as connection:
             rows = (await connection.execute(sa.select(fleet).order_by(fleet.c.id))).mappings().all()
         return [_fleet_entry(dict(row)) for row in rows]
 
-    async def fleet_remove(self, ip: str) -> int:
+    async def fleet_remove(self, ip: str, actor: str = "") -> int:
         async with self.engine.begin() as connection:
             entry_id = (await connection.execute(sa.select(fleet.c.id).where(fleet.c.ip == ip))).scalar()
             if entry_id is None:
@@ -55,6 +76,7 @@ class FleetTables(Tables):
             await connection.execute(alerts.delete().where(alerts.c.fleet_id == entry_id))
             await connection.execute(fleet_checks.delete().where(fleet_checks.c.fleet_id == entry_id))
             await connection.execute(fleet.delete().where(fleet.c.id == entry_id))
+            await log_change(connection, actor, "fleet", "remove", ip)
         return 1
 
     async def fleet_claim(self, node: str, now: datetime, lease: float, limit: int) -> list[FleetEntry]:
@@ -224,4 +246,6 @@ def _fleet_entry(row: dict[str, Any]) -> FleetEntry:
         last_checked=utc(row["last_checked"]),
         last_chain=row["last_chain"],
         id=row["id"],
+        changed_by=row["changed_by"],
+        changed_at=utc(row["changed_at"]),
     )

@@ -16,6 +16,8 @@ whitelist = sa.Table(
     sa.Column("ticket", sa.String(100), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("changed_by", sa.String(100), nullable=False, server_default=""),  # who added or last changed it
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("kind", "value", name="uq_whitelist_kind_value"),
 )
 
@@ -59,6 +61,8 @@ fleet = sa.Table(
     sa.Column("next_check", sa.DateTime(timezone=True), nullable=True),  # NULL: due now
     sa.Column("lease_node", sa.String(255), nullable=True),  # the monitor node checking it now
     sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),  # when another node may take it over
+    sa.Column("changed_by", sa.String(100), nullable=False, server_default=""),  # who added or last changed it
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_fleet_next_check", "next_check"),
 )
 
@@ -104,6 +108,32 @@ admins = sa.Table(
     sa.Column("username", sa.String(64), primary_key=True),
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False, server_default="admin"),  # admin | helpdesk
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # SHA-256 of the token, hex
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False, server_default=""),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+changes = sa.Table(  # every whitelist and fleet change: who, when, what
+    "changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("subject", sa.String(16), nullable=False),  # whitelist | fleet
+    sa.Column("action", sa.String(16), nullable=False),  # add | update | remove
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_changes_at", "at"),
 )
 
 app_secrets = sa.Table(

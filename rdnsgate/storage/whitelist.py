@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rdnsgate.model import WhitelistEntry
 from rdnsgate.storage.base import Tables, utc
+from rdnsgate.storage.changes import log_change
 from rdnsgate.storage.schema import whitelist
 
 CHANGED = "rdnsgate_whitelist"  # the PostgreSQL channel told of every whitelist change
@@ -22,10 +23,12 @@ async def _changed(connection: AsyncConnection) -> None:
 
 
 class WhitelistTables(Tables):
-    async def whitelist_add(self, entry: WhitelistEntry) -> tuple[WhitelistEntry, bool]:
-        """Add `entry`, or update the entry for the same IP/network/domain; True when it is new."""
+    async def whitelist_add(self, entry: WhitelistEntry, actor: str = "") -> tuple[WhitelistEntry, bool]:
+        """Add `entry`, or update the entry for the same IP/network/domain; True when it is new.
+
+        `actor` (who does it) is kept on the entry and in the change log."""
         created = utc(entry.created_at) or datetime.now(UTC)
-        values = {"reason": entry.reason, "ticket": entry.ticket, "expires_at": utc(entry.expires_at)}
+        values: dict[str, Any] = {"reason": entry.reason, "ticket": entry.ticket, "expires_at": utc(entry.expires_at)}
         async with self.engine.begin() as connection:
             existing = (
                 await connection.execute(
@@ -33,6 +36,11 @@ class WhitelistTables(Tables):
                 )
             ).scalar_one_or_none()
             await _changed(connection)
+            expiry = f", expires {values['expires_at']:%Y-%m-%d %H:%M} UTC" if values["expires_at"] else ""
+            detail = f"{entry.reason}{f' [{entry.ticket}]' if entry.ticket else ''}{expiry}"
+            action = "add" if existing is None else "update"
+            values["changed_at"] = await log_change(connection, actor, "whitelist", action, entry.value, detail)
+            values["changed_by"] = actor
             if existing is None:
                 result = await connection.execute(
                     whitelist.insert().values(kind=entry.kind, value=entry.value, created_at=created, **values)
@@ -54,19 +62,19 @@ class WhitelistTables(Tables):
             rows = (await connection.execute(query)).mappings().all()
         return [self._entry(dict(row)) for row in rows]
 
-    async def whitelist_remove(self, kind: str, value: str) -> int:
-        async with self.engine.begin() as connection:
-            result = await connection.execute(
-                whitelist.delete().where(whitelist.c.kind == kind, whitelist.c.value == value)
-            )
-            await _changed(connection)
-        return int(result.rowcount or 0)
+    async def whitelist_remove(self, kind: str, value: str, actor: str = "") -> int:
+        return await self._whitelist_remove(sa.and_(whitelist.c.kind == kind, whitelist.c.value == value), actor)
 
-    async def whitelist_remove_id(self, entry_id: int) -> int:
+    async def whitelist_remove_id(self, entry_id: int, actor: str = "") -> int:
+        return await self._whitelist_remove(whitelist.c.id == entry_id, actor)
+
+    async def _whitelist_remove(self, where: sa.ColumnElement[bool], actor: str) -> int:
         async with self.engine.begin() as connection:
-            result = await connection.execute(whitelist.delete().where(whitelist.c.id == entry_id))
+            gone = (await connection.execute(whitelist.delete().where(where).returning(whitelist.c.value))).all()
+            for (value,) in gone:
+                await log_change(connection, actor, "whitelist", "remove", value)
             await _changed(connection)
-        return int(result.rowcount or 0)
+        return len(gone)
 
     @staticmethod
     def _entry(row: dict[str, Any]) -> WhitelistEntry:
@@ -78,4 +86,6 @@ class WhitelistTables(Tables):
             created_at=utc(row["created_at"]),
             expires_at=utc(row["expires_at"]),
             id=row["id"],
+            changed_by=row["changed_by"],
+            changed_at=utc(row["changed_at"]),
         )

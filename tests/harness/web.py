@@ -23,9 +23,12 @@ def web_settings(nameserver: str, extra: str = "", *, store: str) -> str:
     )
 
 
-def set_password(workdir: Path, password: str = PASSWORD, user: str = "admin") -> subprocess.CompletedProcess[str]:
+def set_password(
+    workdir: Path, password: str = PASSWORD, user: str = "admin", role: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    roles = ["--role", role] if role else []
     return subprocess.run(
-        [sys.executable, "-m", "rdnsgate", "admin", "set-password", "--user", user, "--password-stdin"],
+        [sys.executable, "-m", "rdnsgate", "admin", "set-password", "--user", user, *roles, "--password-stdin"],
         cwd=workdir,
         input=password + "\n",
         capture_output=True,

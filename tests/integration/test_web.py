@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import subprocess
 import sys
 import time
@@ -207,9 +208,13 @@ def test_whitelist_add_and_remove(web: GatewayProcess) -> None:
     assert "198.51.100.77/32" in page and "&lt;script&gt;" in page and "<script" not in page
     listed = web.run("whitelist", "list", "--json")
     entry = next(item for item in json.loads(listed.stdout) if item["value"] == "198.51.100.77/32")
-    assert entry["ticket"] == "HD-1" and entry["expires_at"]
+    assert entry["ticket"] == "HD-1" and entry["expires_at"] and entry["changed_by"] == "web:admin"
     assert admin.post(f"/whitelist/{entry['id']}/remove", data={"csrf": token}).status_code == 303
-    assert "198.51.100.77" not in admin.get("/whitelist").text
+    entries, _, changes = admin.get("/whitelist").text.partition('id="whitelist-changes"')
+    assert "198.51.100.77" not in entries
+    # who did what, and when: both changes, newest first
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>(\w+)</td><td>198\.51\.100\.77/32</td>", changes)
+    assert [(who, what) for _at, who, what in rows[:2]] == [("web:admin", "remove"), ("web:admin", "add")], changes
 
 
 def test_decisions_are_searchable_and_explained(web: GatewayProcess) -> None:

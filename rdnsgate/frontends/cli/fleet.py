@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -26,13 +27,14 @@ def fleet_add(
     config: ConfigOpt = None,
 ) -> None:
     """Watch a sending server (adding it again updates its HELO name and label)."""
-    from rdnsgate.checks.names import parse_ip
+    from rdnsgate.access import cli_actor
+    from rdnsgate.monitor.fleet_csv import fleet_entry
 
     try:
-        address = str(parse_ip(ip))
-    except ValueError:
-        raise usage_error(f"{ip!r} is not an IP address") from None
-    entry, created = with_store(config, lambda store: store.fleet_add(FleetEntry(address, helo, label)))
+        wanted = fleet_entry(ip, helo, label)
+    except RdnsgateError as exc:
+        raise usage_error(str(exc)) from None
+    entry, created = with_store(config, lambda store: store.fleet_add(wanted, cli_actor()))
     typer.echo(
         f"{'watching' if created else 'updated'} {entry.ip} ({entry.label or 'no label'}), HELO {entry.helo or '-'}"
     )
@@ -50,9 +52,46 @@ def fleet_remove(
     config: ConfigOpt = None,
 ) -> None:
     """Stop watching a server (its history goes too)."""
-    if not with_store(config, lambda store: store.fleet_remove(ip)):
+    from rdnsgate.access import cli_actor
+
+    if not with_store(config, lambda store: store.fleet_remove(ip, cli_actor())):
         raise usage_error(f"{ip} is not watched")
     typer.echo(f"stopped watching {ip}")
+
+
+@fleet_app.command("import")
+def fleet_import(
+    file: Annotated[
+        str, typer.Argument(help="CSV with the columns ip,helo,label (a header row optional); - for stdin.")
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Watch every server of a CSV file (ip,helo,label), in one transaction: all rows are checked first,
+    a bad one is named by its line and nothing is stored; servers watched already get the file's HELO and label."""
+    import sys
+
+    from rdnsgate.access import cli_actor
+    from rdnsgate.monitor.fleet_csv import parse_fleet_csv
+
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error(f"{file}: {exc}") from None
+    try:
+        entries = parse_fleet_csv(text)
+    except RdnsgateError as exc:
+        raise usage_error(f"{file}: {exc}") from None
+    done = with_store(config, lambda store: store.fleet_add_many(entries, cli_actor()))
+    added = sum(created for _entry, created in done)
+    typer.echo(f"{file}: {len(done)} servers, {added} newly watched, {len(done) - added} already watched")
+
+
+@fleet_app.command("export")
+def fleet_export(config: ConfigOpt = None) -> None:
+    """Every watched server as CSV (ip,helo,label) on stdout: what `fleet import` reads."""
+    from rdnsgate.monitor.fleet_csv import fleet_csv
+
+    typer.echo(fleet_csv(with_store(config, lambda store: store.fleet_list())), nl=False)
 
 
 @fleet_app.command("accept")
@@ -115,7 +154,7 @@ def _fleet_table(entries: list[FleetEntry]) -> None:
         Console().print("no servers are watched: rdnsgate fleet add IP --helo NAME --label LABEL")
         return
     table = Table(show_edge=False)
-    for column in ("ip", "label", "state", "since", "PTR", "HELO", "last checked"):
+    for column in ("ip", "label", "state", "since", "PTR", "HELO", "last checked", "changed by"):
         table.add_column(column, overflow="fold")
     for entry in entries:
         chain = entry.last_chain or {}
@@ -128,5 +167,6 @@ def _fleet_table(entries: list[FleetEntry]) -> None:
             escape(ptr),
             escape(entry.helo or "-"),
             f"{entry.last_checked:%Y-%m-%d %H:%M:%S}" if entry.last_checked else "never",
+            escape(entry.changed_by or "-"),
         )
     Console().print(table)

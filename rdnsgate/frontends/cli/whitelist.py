@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -27,6 +27,7 @@ def whitelist_add(
     config: ConfigOpt = None,
 ) -> None:
     """Let a misconfigured but legitimate sender through, with a reason and an expiry."""
+    from rdnsgate.access import cli_actor
     from rdnsgate.policy.whitelist import parse_expiry, parse_target
 
     try:
@@ -37,7 +38,7 @@ def whitelist_add(
         entry = WhitelistEntry(kind, value, reason.strip(), ticket, now, parse_expiry(expires, now))
     except RdnsgateError as exc:
         raise usage_error(str(exc)) from None
-    saved, created = with_store(config, lambda store: store.whitelist_add(entry))
+    saved, created = with_store(config, lambda store: store.whitelist_add(entry, cli_actor()))
     until = f", expires {saved.expires_at:%Y-%m-%d %H:%M} UTC" if saved.expires_at else ", never expires"
     verb = "added" if created else "updated"
     typer.echo(f"{verb} #{saved.id} {saved.value}{until}: {saved.reason}")
@@ -54,13 +55,15 @@ def whitelist_list(
     from rich.markup import escape
     from rich.table import Table
 
+    from rdnsgate.policy.whitelist import entry_dict
+
     now = datetime.now(UTC)
     entries = with_store(config, lambda store: store.whitelist_list(None if show_all else now))
     if as_json:
-        typer.echo(json.dumps([_entry_json(item) for item in entries], indent=2))
+        typer.echo(json.dumps([entry_dict(item) for item in entries], indent=2))
         return
     table = Table(show_edge=False)
-    for column in ("id", "value", "reason", "ticket", "added", "expires"):
+    for column in ("id", "value", "reason", "ticket", "added", "expires", "changed by"):
         table.add_column(column, overflow="fold")
     for item in entries:
         expired = item.expires_at is not None and item.expires_at <= now
@@ -72,20 +75,9 @@ def whitelist_list(
             escape(item.ticket or ""),
             f"{item.created_at:%Y-%m-%d}" if item.created_at else "",
             expires + (" (expired)" if expired else ""),
+            escape(item.changed_by or "-") + (f" {item.changed_at:%Y-%m-%d %H:%M}" if item.changed_at else ""),
         )
     Console().print(table if entries else "the whitelist is empty")
-
-
-def _entry_json(item: WhitelistEntry) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "kind": item.kind,
-        "value": item.value,
-        "reason": item.reason,
-        "ticket": item.ticket,
-        "created_at": item.created_at.isoformat() if item.created_at else None,
-        "expires_at": item.expires_at.isoformat() if item.expires_at else None,
-    }
 
 
 @whitelist_app.command("remove")
@@ -94,17 +86,18 @@ def whitelist_remove(
     config: ConfigOpt = None,
 ) -> None:
     """Remove an entry; a running gateway sees it within its refresh interval."""
+    from rdnsgate.access import cli_actor
     from rdnsgate.policy.whitelist import parse_target
 
     if target.lstrip("#").isdigit():
         entry_id = int(target.lstrip("#"))
-        removed = with_store(config, lambda store: store.whitelist_remove_id(entry_id))
+        removed = with_store(config, lambda store: store.whitelist_remove_id(entry_id, cli_actor()))
     else:
         try:
             kind, value = parse_target(target)
         except RdnsgateError as exc:
             raise usage_error(str(exc)) from None
-        removed = with_store(config, lambda store: store.whitelist_remove(kind, value))
+        removed = with_store(config, lambda store: store.whitelist_remove(kind, value, cli_actor()))
     if not removed:
         raise usage_error(f"{target} is not on the whitelist")
     typer.echo(f"removed {target}")

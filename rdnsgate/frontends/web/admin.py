@@ -16,12 +16,24 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from rdnsgate.checks.names import parse_ip
+from rdnsgate.access import Permission, may
 from rdnsgate.errors import UsageError
 from rdnsgate.frontends.web.pictures import chain_changes, timeline
-from rdnsgate.frontends.web.site import AdminDep, CsrfDep, Refused, SiteDep, local_path, site_of
-from rdnsgate.model import FleetEntry, WhitelistEntry
+from rdnsgate.frontends.web.site import (
+    CsrfDep,
+    DecisionsReader,
+    FleetReader,
+    FleetWriter,
+    Refused,
+    SiteDep,
+    WhitelistReader,
+    WhitelistWriter,
+    local_path,
+    site_of,
+)
+from rdnsgate.model import WhitelistEntry
 from rdnsgate.monitor.fleet import accept_server
+from rdnsgate.monitor.fleet_csv import fleet_entry
 from rdnsgate.passwords import fingerprint, verify_password
 from rdnsgate.policy.decision_log import explain, search_terms
 from rdnsgate.policy.whitelist import parse_expiry, parse_target
@@ -49,14 +61,18 @@ async def login(
     wait = site.login_limiter.allow(site.visitor(request), time.monotonic())
     if wait:
         raise Refused(429, f"Too many login attempts; try again in {wait:.0f} s.", wait)
-    stored = await site.store.admin_password_hash(username)
+    found = await site.store.admin_login(username)
+    stored, role = found or (None, "")
     if not await asyncio.to_thread(verify_password, stored, password) or stored is None:
         log.warning("failed login for %r from %s", username, site.visitor(request))
         return site.page(request, "login.html", 401, next=local_path(next), error="Wrong user name or password.")
     request.session.clear()
-    request.session.update({"user": username, "pw": fingerprint(stored)})
-    log.info("%s logged in from %s", username, site.visitor(request))
-    return RedirectResponse(local_path(next), status_code=303)
+    request.session.update({"user": username, "pw": fingerprint(stored), "role": role})
+    log.info("%s (%s) logged in from %s", username, role, site.visitor(request))
+    target = local_path(next)
+    if target == "/servers" and not may(role, Permission.FLEET_READ):
+        target = "/whitelist"  # the helpdesk's first page
+    return RedirectResponse(target, status_code=303)
 
 
 @router.post("/logout", include_in_schema=False)
@@ -67,7 +83,7 @@ async def logout(request: Request, _csrf: CsrfDep) -> Response:
 
 # -- servers (fleet) ---------------------------------------------------------------------
 @router.get("/servers", response_class=HTMLResponse, include_in_schema=False)
-async def servers(request: Request, site: SiteDep, _user: AdminDep) -> HTMLResponse:
+async def servers(request: Request, site: SiteDep, _user: FleetReader) -> HTMLResponse:
     return site.page(request, "servers.html", entries=await site.store.fleet_list(), error=None)
 
 
@@ -75,43 +91,43 @@ async def servers(request: Request, site: SiteDep, _user: AdminDep) -> HTMLRespo
 async def servers_add(
     request: Request,
     site: SiteDep,
-    user: AdminDep,
+    user: FleetWriter,
     _csrf: CsrfDep,
     ip: Annotated[str, Form(max_length=100)] = "",
     helo: Annotated[str, Form(max_length=255)] = "",
     label: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     try:
-        address = str(parse_ip(ip.strip()))
-    except ValueError:
+        entry = fleet_entry(ip, helo, label)
+    except UsageError as exc:
         entries = await site.store.fleet_list()
-        return site.page(request, "servers.html", 400, entries=entries, error=f"{ip!r} is not an IP address.")
-    await site.store.fleet_add(FleetEntry(address, helo.strip() or None, label.strip()))
-    log.info("%s watches %s (%s)", user, address, label)
+        return site.page(request, "servers.html", 400, entries=entries, error=f"{exc}.")
+    await site.store.fleet_add(entry, user.actor)
+    log.info("%s watches %s (%s)", user.actor, entry.ip, entry.label)
     return RedirectResponse("/servers", status_code=303)
 
 
 @router.post("/servers/{ip}/remove", include_in_schema=False)
-async def servers_remove(ip: str, site: SiteDep, user: AdminDep, _csrf: CsrfDep) -> Response:
-    await site.store.fleet_remove(ip)
-    log.info("%s stopped watching %s", user, ip)
+async def servers_remove(ip: str, site: SiteDep, user: FleetWriter, _csrf: CsrfDep) -> Response:
+    await site.store.fleet_remove(ip, user.actor)
+    log.info("%s stopped watching %s", user.actor, ip)
     return RedirectResponse("/servers", status_code=303)
 
 
 @router.post("/servers/{ip}/accept", include_in_schema=False)
-async def servers_accept(ip: str, site: SiteDep, user: AdminDep, _csrf: CsrfDep) -> Response:
+async def servers_accept(ip: str, site: SiteDep, user: FleetWriter, _csrf: CsrfDep) -> Response:
     try:
         accepted = await accept_server(site.store, ip, datetime.now(UTC))
     except LookupError:
         raise Refused(404, f"{ip} is not watched.") from None
     except ValueError as exc:
         raise Refused(400, str(exc)) from None
-    log.info("%s accepted the chain of %s as good: %s", user, ip, accepted.last_good)
+    log.info("%s accepted the chain of %s as good: %s", user.actor, ip, accepted.last_good)
     return RedirectResponse(f"/servers/{quote(ip, safe='')}", status_code=303)
 
 
 @router.get("/servers/{ip}", response_class=HTMLResponse, include_in_schema=False)
-async def server_page(request: Request, ip: str, site: SiteDep, _user: AdminDep, span: str = "") -> HTMLResponse:
+async def server_page(request: Request, ip: str, site: SiteDep, _user: FleetReader, span: str = "") -> HTMLResponse:
     entry = await site.store.fleet_get(ip)
     if entry is None:
         raise Refused(404, f"{ip} is not watched.")
@@ -139,11 +155,19 @@ async def server_page(request: Request, ip: str, site: SiteDep, _user: AdminDep,
 async def whitelist_page(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
     site = site_of(request)
     now = datetime.now(UTC)
-    return site.page(request, "whitelist.html", status, entries=await site.store.whitelist_list(), now=now, error=error)
+    return site.page(
+        request,
+        "whitelist.html",
+        status,
+        entries=await site.store.whitelist_list(),
+        changes=await site.store.changes_list("whitelist", limit=20),
+        now=now,
+        error=error,
+    )
 
 
 @router.get("/whitelist", response_class=HTMLResponse, include_in_schema=False)
-async def whitelist(request: Request, _user: AdminDep) -> HTMLResponse:
+async def whitelist(request: Request, _user: WhitelistReader) -> HTMLResponse:
     return await whitelist_page(request)
 
 
@@ -151,7 +175,7 @@ async def whitelist(request: Request, _user: AdminDep) -> HTMLResponse:
 async def whitelist_add(
     request: Request,
     site: SiteDep,
-    user: AdminDep,
+    user: WhitelistWriter,
     _csrf: CsrfDep,
     target: Annotated[str, Form(max_length=300)] = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
@@ -166,15 +190,15 @@ async def whitelist_add(
         entry = WhitelistEntry(kind, value, reason.strip(), ticket.strip() or None, now, parse_expiry(expires, now))
     except UsageError as exc:
         return await whitelist_page(request, 400, str(exc))
-    await site.store.whitelist_add(entry)
-    log.info("%s whitelisted %s: %s", user, value, entry.reason)
+    await site.store.whitelist_add(entry, user.actor)
+    log.info("%s whitelisted %s: %s", user.actor, value, entry.reason)
     return RedirectResponse("/whitelist", status_code=303)
 
 
 @router.post("/whitelist/{entry_id}/remove", include_in_schema=False)
-async def whitelist_remove(entry_id: int, site: SiteDep, user: AdminDep, _csrf: CsrfDep) -> Response:
-    await site.store.whitelist_remove_id(entry_id)
-    log.info("%s removed whitelist entry #%d", user, entry_id)
+async def whitelist_remove(entry_id: int, site: SiteDep, user: WhitelistWriter, _csrf: CsrfDep) -> Response:
+    await site.store.whitelist_remove_id(entry_id, user.actor)
+    log.info("%s removed whitelist entry #%d", user.actor, entry_id)
     return RedirectResponse("/whitelist", status_code=303)
 
 
@@ -183,7 +207,7 @@ async def whitelist_remove(entry_id: int, site: SiteDep, user: AdminDep, _csrf: 
 async def decisions(
     request: Request,
     site: SiteDep,
-    _user: AdminDep,
+    _user: DecisionsReader,
     ip: Annotated[str, Query(max_length=100)] = "",
     sender: Annotated[str, Query(max_length=320)] = "",
     helo: Annotated[str, Query(max_length=255)] = "",

@@ -5,7 +5,8 @@ caller owns (`WebService` takes both from the runtime); the routes live in
 public.py and admin.py, what they share in site.py.  Pages are rendered on
 the server with Jinja2 (autoescaping on: PTR names and HELO strings from DNS
 are text, never markup); no script runs, and the only CSS is vendored.  Only
-``/api/v1`` is in the OpenAPI document (``/api/v1/openapi.json``).
+``/api/v1`` is in the OpenAPI document (``/api/v1/openapi.json``): the check (public.py)
+and the management API for helpdesks and provisioning (api.py, bearer tokens).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from rdnsgate import __version__
 from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import ConfigError
-from rdnsgate.frontends.web import admin, public
+from rdnsgate.frontends.web import admin, api, public
 from rdnsgate.frontends.web.site import HERE, Redirect, Refused, Site
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.runtime import Commit, Deadline, Runtime, cancel, wait_until
@@ -67,6 +68,7 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(public.router)
+    app.include_router(api.router)
     app.include_router(admin.router)
 
     @app.middleware("http")
@@ -81,7 +83,9 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else {}
+        if exc.bearer:
+            headers["WWW-Authenticate"] = 'Bearer realm="rdnsgate"'
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": exc.message}, exc.status, headers=headers)
         response = site.page(request, "error.html", exc.status, message=exc.message)

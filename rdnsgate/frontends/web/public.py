@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 
 from rdnsgate import __version__
+from rdnsgate.frontends.web.api import ApiError
 from rdnsgate.frontends.web.pictures import chain_picture
 from rdnsgate.frontends.web.schema import ReportModel
 from rdnsgate.frontends.web.site import Refused, SiteDep
@@ -24,10 +24,6 @@ from rdnsgate.policy.profiles import BUILTIN
 from rdnsgate.policy.serialize import overall, report_dict
 
 router = APIRouter()
-
-
-class ApiError(BaseModel):
-    detail: str
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -1,8 +1,9 @@
 """What every page shares: the store and engine, who the visitor is, login, CSRF, rate limits, rendering.
 
 One `Site` per app (``app.state.site``); routes in public.py and admin.py
-declare what they need as FastAPI dependencies: `SiteDep`, `AdminDep` (the
-logged-in admin) and `CsrfDep` (a checked CSRF token).  `Refused` and `Redirect` end a request
+declare what they need as FastAPI dependencies: `SiteDep`, the logged-in user
+whose role allows the page (`FleetReader`, `WhitelistWriter`, ...) and `CsrfDep`
+(a checked CSRF token); the API's callers come from `api_allowed`.  `Refused` and `Redirect` end a request
 with an error page (JSON under ``/api/``) or a redirect.
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 
 from rdnsgate import __version__
+from rdnsgate.access import Permission, may, token_actor, token_hash, web_actor
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import WebSettings
 from rdnsgate.frontends.web.auth import csrf_ok, csrf_token
@@ -40,10 +43,19 @@ class Redirect(Exception):
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None, *, bearer: bool = False) -> None:
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.bearer = bearer  # a 401 of the API: say how to authenticate (WWW-Authenticate: Bearer)
+
+
+class Login(NamedTuple):
+    """Who makes a request: a web user or an API token, its role, and its name in the change log."""
+
+    name: str
+    role: str
+    actor: str
 
 
 class Site:
@@ -67,24 +79,52 @@ class Site:
         peer = request.client.host if request.client else "0.0.0.0"
         return client_address(peer, request.headers.items(), self.trusted)
 
-    async def admin_of(self, request: Request) -> str | None:
-        """The logged-in admin, if the session's password fingerprint still matches the store."""
+    async def login_of(self, request: Request) -> Login | None:
+        """The logged-in web user, if the session's password fingerprint still matches the store."""
         user = request.session.get("user")
         if not isinstance(user, str):
             return None
-        stored = await self.store.admin_password_hash(user)
-        if stored is None or request.session.get("pw") != fingerprint(stored):
+        found = await self.store.admin_login(user)
+        if found is None or request.session.get("pw") != fingerprint(found[0]):
             request.session.pop("user", None)
             return None
-        return user
+        return Login(user, found[1], web_actor(user))
 
-    async def require_admin(self, request: Request) -> str:
-        user = await self.admin_of(request)
-        if user is None:
+    async def require(self, request: Request, permission: Permission) -> Login:
+        """The logged-in user whose role grants `permission`: a GET without a login goes to /login."""
+        login = await self.login_of(request)
+        if login is None:
             if request.method == "GET":
                 raise Redirect("/login?" + urlencode({"next": request.url.path}))
             raise Refused(403, "Log in first.")
-        return user
+        if not may(login.role, permission):
+            raise Refused(403, f"Your role ({login.role}) may not do this ({permission}).")
+        return login
+
+    async def api_caller(self, request: Request, permission: Permission) -> Login:
+        """Who calls the API: a bearer token (no CSRF needed), or a logged-in session (a change then needs the
+        session's CSRF token in the X-CSRF-Token header); 401 without either, 403 when the role does not allow it."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if header:
+            found = None
+            if scheme.lower() == "bearer" and token.strip():
+                found = await self.store.token_find(token_hash(token.strip()))
+            if found is None:
+                raise Refused(401, "The bearer token is missing, unknown or revoked.", bearer=True)
+            login = Login(found[0], found[1], token_actor(found[0]))
+        else:
+            session_login = await self.login_of(request)
+            if session_login is None:
+                raise Refused(401, "Send Authorization: Bearer TOKEN (rdnsgate admin token create).", bearer=True)
+            if request.method not in ("GET", "HEAD") and not csrf_ok(
+                request.session, request.headers.get("x-csrf-token")
+            ):
+                raise Refused(403, "A change with a session cookie needs the X-CSRF-Token header.")
+            login = session_login
+        if not may(login.role, permission):
+            raise Refused(403, f"The role {login.role} may not do this ({permission}).")
+        return login
 
     async def require_csrf(self, request: Request, token: str | None) -> None:
         if not csrf_ok(request.session, token):
@@ -92,6 +132,7 @@ class Site:
 
     def page(self, request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
         values.setdefault("user", request.session.get("user"))
+        values.setdefault("role", request.session.get("role"))
         values["csrf"] = _LazyToken(request.session)
         return self.templates.TemplateResponse(request, name, values, status_code=status)
 
@@ -104,7 +145,7 @@ class Site:
         except ValueError:
             METRICS.count_web(page_name, "bad_request")
             raise Refused(400, f"{ip!r} is not an IP address.") from None
-        anonymous = await self.admin_of(request) is None
+        anonymous = await self.login_of(request) is None
         if anonymous:
             wait = self.checks_limiter.allow(self.visitor(request), time.monotonic())
             if wait:
@@ -127,8 +168,30 @@ def site_of(request: Request) -> Site:
     return site
 
 
-async def _admin(request: Request, site: Annotated[Site, Depends(site_of)]) -> str:
-    return await site.require_admin(request)
+def allowed(permission: Permission) -> Any:
+    """A dependency: the logged-in web user whose role grants `permission` (see `Site.require`)."""
+
+    async def dependency(request: Request, site: Annotated[Site, Depends(site_of)]) -> Login:
+        return await site.require(request, permission)
+
+    return Depends(dependency)
+
+
+# Declares the bearer scheme in the OpenAPI document; `Site.api_caller` reads the header itself.
+BEARER = HTTPBearer(auto_error=False, description="an API token: rdnsgate admin token create --name NAME --role ROLE")
+
+
+def api_allowed(permission: Permission) -> Any:
+    """A dependency: the API caller (token or session) whose role grants `permission` (see `Site.api_caller`)."""
+
+    async def dependency(
+        request: Request,
+        site: Annotated[Site, Depends(site_of)],
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Login:
+        return await site.api_caller(request, permission)
+
+    return Depends(dependency)
 
 
 async def _csrf(
@@ -137,11 +200,16 @@ async def _csrf(
     await site.require_csrf(request, csrf)
 
 
-# What a route declares to get them (FastAPI dependencies): the site, the logged-in admin (a GET without a
-# login is sent to /login, anything else gets 403), and a checked CSRF token (the form field "csrf").
+# What a route declares to get them (FastAPI dependencies): the site, the logged-in user allowed to do the
+# page's work (a GET without a login is sent to /login, anything else gets 403), and a checked CSRF token
+# (the form field "csrf").
 SiteDep = Annotated[Site, Depends(site_of)]
-AdminDep = Annotated[str, Depends(_admin)]
 CsrfDep = Annotated[None, Depends(_csrf)]
+FleetReader = Annotated[Login, allowed(Permission.FLEET_READ)]
+FleetWriter = Annotated[Login, allowed(Permission.FLEET_WRITE)]
+WhitelistReader = Annotated[Login, allowed(Permission.WHITELIST_READ)]
+WhitelistWriter = Annotated[Login, allowed(Permission.WHITELIST_WRITE)]
+DecisionsReader = Annotated[Login, allowed(Permission.DECISIONS_READ)]
 
 
 class _LazyToken:
