@@ -66,6 +66,10 @@ class CheckSettings:
     deadline: float = setting(
         20.0, "seconds one evaluation may take in all; lookups still open then count as timed out"
     )
+    generic_exempt_domains: tuple[str, ...] = setting(
+        (),
+        "more mail operators' domains whose PTR names are never called generic, beside the built-in list (the `generic` check, docs/checks.md)",
+    )
 
     def __post_init__(self) -> None:
         _positive("checks.max_ptr_names", self.max_ptr_names)

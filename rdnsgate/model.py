@@ -84,6 +84,7 @@ class Check(StrEnum):
     HELO = "helo"
     HELO_ALIGN = "helo-align"
     SENDER = "sender"
+    GENERIC = "generic"  # the PTR name looks like an ISP's default (checks/generic.py); logged, never refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +148,12 @@ class Report:
     sender_address: str | None
     sender_domain: str | None
     sender: CheckResult
+    generic: CheckResult  # from the PTR name alone (checks/generic.py)
 
     @property
     def checks(self) -> tuple[CheckResult, ...]:
-        """Every check's result, in Postfix's restriction order (derived, never stored)."""
-        return (self.iprev.result, self.helo, self.helo_align, self.sender)
+        """Every check's result, in Postfix's restriction order, `generic` last (derived, never stored)."""
+        return (self.iprev.result, self.helo, self.helo_align, self.sender, self.generic)
 
 
 @dataclass(frozen=True, slots=True)

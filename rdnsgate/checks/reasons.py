@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rdnsgate.checks import helo, iprev, sender
+from rdnsgate.checks import generic, helo, iprev, sender
 from rdnsgate.model import Check, Result
 
 OFF = "off"  # the reason of every check an admin switched off (result none)
@@ -39,6 +39,7 @@ REASONS: dict[Check, dict[str, Reason]] = {
     Check.HELO: _declared(Check.HELO, helo.REASONS),
     Check.HELO_ALIGN: _declared(Check.HELO_ALIGN, helo.ALIGN_REASONS),
     Check.SENDER: _declared(Check.SENDER, sender.REASONS),
+    Check.GENERIC: _declared(Check.GENERIC, generic.REASONS),
 }
 
 

@@ -121,6 +121,17 @@ def _align(report: Report) -> list[str]:
     ]
 
 
+def _generic(report: Report) -> list[str]:
+    if report.generic.result is not Result.FAIL:
+        return []
+    name = report.iprev.shown_name or "the PTR name"
+    return [
+        f"{name} looks like an ISP's default name for a dynamic or home address, which many receivers score "
+        f"or refuse: ask the IP's owner (your ISP or hosting provider) for a PTR record such as "
+        f"mail.yourdomain, give that name an A/AAAA record for {report.ip}, and announce it in HELO."
+    ]
+
+
 def _sender(report: Report, now: datetime) -> list[str]:
     outcome = report.sender
     domain = report.sender_domain
@@ -164,4 +175,5 @@ def advise(report: Report, now: datetime) -> list[Advice]:
     steps += [Advice(Check.HELO_ALIGN, text) for text in _align(report)]
     if report.sender.failed:
         steps += [Advice(Check.SENDER, text) for text in _sender(report, now)]
+    steps += [Advice(Check.GENERIC, text) for text in _generic(report)]
     return steps

@@ -17,7 +17,7 @@ from rdnsgate.policy.headers import authentication_results, printable
 from rdnsgate.policy.profiles import Action, Profile, Rule, Stage
 
 STAGE_ORDER = (Stage.HELO, Stage.MAIL, Stage.RCPT)
-CHECK_ORDER = (Check.IPREV, Check.HELO, Check.HELO_ALIGN, Check.SENDER)
+CHECK_ORDER = (Check.IPREV, Check.HELO, Check.HELO_ALIGN, Check.SENDER, Check.GENERIC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+from rdnsgate.checks.generic import DEFAULT_EXEMPT_DOMAINS, evaluate_generic
 from rdnsgate.checks.helo import HeloForm, classify_helo, evaluate_alignment, evaluate_helo
 from rdnsgate.checks.iprev import evaluate_iprev, forward_type, names_to_examine
 from rdnsgate.checks.names import reverse_pointer
@@ -29,6 +30,13 @@ class Engine:
     def __init__(self, resolver: Resolver, settings: CheckSettings | None = None) -> None:
         self.resolver = resolver
         self.settings = settings or CheckSettings()
+        self.exempt_domains = DEFAULT_EXEMPT_DOMAINS + tuple(
+            domain.lower().rstrip(".") for domain in self.settings.generic_exempt_domains
+        )
+
+    def generic(self, iprev: IprevReport) -> CheckResult:
+        """Whether the client's PTR name looks like an ISP's default (no lookups: from the iprev report)."""
+        return evaluate_generic(iprev, self.exempt_domains)
 
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.settings.deadline
@@ -85,4 +93,5 @@ class Engine:
             sender_address=sender_form.address or None,
             sender_domain=sender_form.domain or None,
             sender=sender_result,
+            generic=self.generic(iprev),
         )

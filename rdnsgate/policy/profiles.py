@@ -50,6 +50,7 @@ EARLIEST_STAGE = {
     Check.HELO: Stage.HELO,
     Check.HELO_ALIGN: Stage.HELO,
     Check.SENDER: Stage.MAIL,
+    Check.GENERIC: Stage.HELO,
 }
 
 _REPLY = re.compile(r"(?P<code>[245]\d\d) (?P<enhanced>[245]\.\d{1,3}\.\d{1,3}) (?P<text>\S.*)\Z")

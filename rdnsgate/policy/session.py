@@ -377,19 +377,26 @@ class Session:
             and self.sender_domain == known.sender_domain
         )
 
+    @property
+    def _generic_off(self) -> bool:
+        """Switched off, or without its input: the PTR name comes from the iprev check."""
+        return Check.GENERIC in self.policy.off or Check.IPREV in self.policy.off
+
     async def report(self) -> Report:
         shared = self._shared
         if shared is not None and shared[0] == self._version:
             return shared[1]
+        iprev = await self.iprev()
         return Report(
             ip=self._ip(),
-            iprev=await self.iprev(),
+            iprev=iprev,
             helo_name=self.helo_name,
             helo=self.helo_result,
             helo_align=self.align,
             sender_address=self.sender_address,
             sender_domain=self.sender_domain,
             sender=self.sender_result,
+            generic=switched_off(Check.GENERIC) if self._generic_off else self.engine.generic(iprev),
         )
 
     async def decision(self) -> tuple[Report, Decision]:

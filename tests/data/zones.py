@@ -110,6 +110,15 @@ def zones() -> list[Zone]:
     for hop in range(10):  # a chain of 10 CNAMEs: longer than the resolver follows
         org.add(f"chain{hop}", "CNAME", f"chain{hop + 1}.example.org.")
     org.add("chain10", "A", f"{V4}.1")
+    # -- the generic check: PTR names that look like an ISP's default, each forward-confirmed --
+    for last, name in (
+        (160, "c-192-0-2-160.hsd1.example.net"),  # the whole address, dashed
+        (161, "dyn-161-2.pool.example.net"),  # a pool keyword beside the last two octets, reversed
+        (162, "192-0-2-162.static.example.net"),  # the address, but static: exempt
+        (163, "mx163.example.net"),  # a mail server's name
+    ):
+        rev4.add(str(last), "PTR", f"{name}.")
+        net.add(name.removesuffix(".example.net"), "A", f"{V4}.{last}")
     # -- SMTP clients: loopback sources 127.0.10.x (the gateway tests connect from them) --
     loop = Zone("10.0.127.in-addr.arpa", soa_minimum=60)
     loop.add("1", "PTR", "good1.example.org.")
@@ -122,6 +131,8 @@ def zones() -> list[Zone]:
     loop.add("40", "PTR", "a40-first.example.org.").add("40", "PTR", "b40-second.example.org.")
     org.add("a40-first", "A", f"{V4}.98").add("b40-second", "A", "127.0.10.40")  # only the second confirms
     loop.add("41", "PTR", "mail_41.example.org.")  # a PTR name with `_` that forward-confirms
+    loop.add("42", "PTR", "c-127-0-10-42.hsd1.example.org.")  # a generic name that forward-confirms
+    org.add("c-127-0-10-42.hsd1", "A", "127.0.10.42")
     org.add("mail_41", "A", "127.0.10.41")
     for last in range(5, 40):  # more well-configured clients
         loop.add(str(last), "PTR", f"good{last}.example.org.")

@@ -42,6 +42,25 @@ REV = "2.0.192.in-addr.arpa"
 C = "192.0.2.1"  # a client whose chain is all good: PTR mail.example.org, A back
 
 SCENARIOS = [
+    # --- generic PTR names: logged by every profile, refused by none ---------------------
+    S(
+        "generic-embeds-address",
+        ["192.0.2.160"],
+        "pass/confirmed",
+        exit=0,
+        profiles={"classic": ("accept", None), "postfix": ("accept", None), "strict": ("accept", None)},
+        extra={"checks.generic.result": "fail", "checks.generic.reason": "embeds-address", "verdict": "pass"},
+    ),
+    S(
+        "generic-pool-keyword",
+        ["192.0.2.161"],
+        "pass/confirmed",
+        exit=0,
+        extra={"checks.generic.reason": "pool-keyword"},
+    ),
+    S("generic-static", ["192.0.2.162"], "pass/confirmed", exit=0, extra={"checks.generic.reason": "static"}),
+    S("generic-mail-host", ["192.0.2.163"], "pass/confirmed", exit=0, extra={"checks.generic.reason": "mail-host"}),
+    S("generic-no-ptr", ["192.0.2.2"], "permerror/no-ptr", exit=1, extra={"checks.generic.reason": "no-ptr"}),
     # --- iprev, IPv4 ----------------------------------------------------------------------
     S("v4-pass", [C], "pass/confirmed", exit=0, confirmed="mail.example.org"),
     S(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import signal
 import socket
 import ssl
@@ -220,6 +221,35 @@ def test_overrides_footer_and_check_url(
         assert transact(gateway, helo="nxhost.example.org").stage == "done"  # the HELO check is off
     finally:
         gateway.stop()
+
+
+def test_generic_ptr_is_logged_and_refused_only_when_an_admin_says_so(
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores
+) -> None:
+    """127.0.10.42's PTR c-127-0-10-42.hsd1.example.org forward-confirms but looks like an ISP's default."""
+    generic = "127.0.10.42"
+    logging = GatewayProcess(
+        tmp_path / "log", settings(_responder.nameserver, next_hop.url, "strict", store=stores.url(tmp_path / "log"))
+    ).start()
+    try:
+        assert transact(logging, source=generic, helo="c-127-0-10-42.hsd1.example.org").stage == "done"
+        found = logging.run("decisions", "--ip", generic, "--json")
+        record = json.loads(found.stdout.splitlines()[0])
+        assert record["action"] == "accept" and record["checks"]["generic"]["result"] == "fail"
+        assert "label 'c-127-0-10-42' embeds the address (dashed)" in record["checks"]["generic"]["detail"]
+    finally:
+        logging.stop()
+    extra = 'overrides = ["generic=reject 550 5.7.1 Your PTR looks like a dynamic address: {detail}"]\n'
+    refusing = GatewayProcess(
+        tmp_path / "refuse",
+        settings(_responder.nameserver, next_hop.url, "strict", extra, store=stores.url(tmp_path / "refuse")),
+    ).start()
+    try:
+        refused = transact(refusing, source=generic, helo="c-127-0-10-42.hsd1.example.org")
+        assert refused.code == 550 and "looks like a dynamic address" in refused.text and "embeds" in refused.text
+        assert transact(refusing).stage == "done"  # good1.example.org is no generic name
+    finally:
+        refusing.stop()
 
 
 def test_maildir_without_next_hop(tmp_path: Path, _responder: FaultResponder, stores: Stores) -> None:

@@ -7,6 +7,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rdnsgate.checks.generic import evaluate_generic
 from rdnsgate.checks.helo import Form, classify_helo, evaluate_alignment, evaluate_helo
 from rdnsgate.checks.iprev import evaluate_iprev, names_to_examine
 from rdnsgate.checks.names import is_fqdn, is_hostname, normalize, parse_address_literal, parse_ip, to_ascii_domain
@@ -229,6 +230,7 @@ def test_no_temperror_is_ever_a_5xx(
         sform.address or None,
         sform.domain or None,
         sender_result,
+        evaluate_generic(iprev),
     )
     for profile in BUILTIN.values():
         decision = decide(report, profile)

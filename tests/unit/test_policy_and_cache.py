@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from rdnsgate.checks.generic import evaluate_generic
 from rdnsgate.checks.helo import classify_helo, evaluate_alignment, evaluate_helo
 from rdnsgate.checks.iprev import evaluate_iprev
 from rdnsgate.checks.sender import evaluate_sender, parse_reverse_path
@@ -94,6 +95,7 @@ def _report(
         sform.address or None,
         sform.domain or None,
         evaluate_sender(sform, sender_mx) if sform.needs_lookup else evaluate_sender(sform),
+        evaluate_generic(iprev),
     )
 
 
@@ -137,7 +139,15 @@ def test_whitelisted_is_accepted_but_recorded() -> None:
 def test_reply_text_cannot_inject_lines() -> None:
     report = _report(NO_PTR, {}, helo="mail.example.org")
     report = Report(
-        report.ip, report.iprev, "evil\r\n250 OK\x00", report.helo, report.helo_align, None, None, report.sender
+        report.ip,
+        report.iprev,
+        "evil\r\n250 OK\x00",
+        report.helo,
+        report.helo_align,
+        None,
+        None,
+        report.sender,
+        report.generic,
     )
     for profile in BUILTIN.values():
         decision = decide(report, profile, check_url="https://check.example/?ip=192.0.2.1\r\nX: y")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rdnsgate.checks.generic import evaluate_generic
 from rdnsgate.checks.helo import HeloForm
 from rdnsgate.checks.iprev import evaluate_iprev
 from rdnsgate.checks.sender import SenderForm, evaluate_sender
@@ -65,6 +66,9 @@ class TableEngine:
         mx = Lookup(form.domain, "MX", Status.ANSWER, mx=(MX(10, "mail.example.org"),), ttl=3600)
         return evaluate_sender(form, mx, None, None)
 
+    def generic(self, iprev: IprevReport) -> CheckResult:
+        return evaluate_generic(iprev)
+
 
 class Log:
     def __init__(self) -> None:
@@ -90,7 +94,7 @@ async def test_switched_off_checks_are_never_looked_up() -> None:
     assert not (await made.rcpt("alice@example.net")).refused
     assert engine.asked == []
     report = await made.report()
-    assert [(item.result, item.reason) for item in report.checks] == [(Result.NONE, "off")] * 4
+    assert [(item.result, item.reason) for item in report.checks] == [(Result.NONE, "off")] * 5  # generic: no PTR
 
 
 async def test_the_worse_helo_stands() -> None:
@@ -159,9 +163,10 @@ def test_recent_reports_keep_no_temporary_error() -> None:
     ok = CheckResult(Check.HELO, Result.PASS, "exists", "", (Lookup("x", "A", Status.ANSWER, ("192.0.2.1",), ttl=5),))
     iprev = evaluate_iprev(CLIENT, PTR, {"mail.example.org": NAMES["mail.example.org"]})
     align = CheckResult(Check.HELO_ALIGN, Result.PASS, "ptr-name", "")
-    recent.put(("a", "", ""), Report(CLIENT, iprev, "x", ok, align, None, None, temp))
+    generic = CheckResult(Check.GENERIC, Result.PASS, "mail-host", "")
+    recent.put(("a", "", ""), Report(CLIENT, iprev, "x", ok, align, None, None, temp, generic))
     assert recent.get(("a", "", "")) is None
-    recent.put(("b", "", ""), Report(CLIENT, iprev, "x", ok, align, None, None, ok))
+    recent.put(("b", "", ""), Report(CLIENT, iprev, "x", ok, align, None, None, ok, generic))
     assert recent.get(("b", "", "")) is not None
 
 

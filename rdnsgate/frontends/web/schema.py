@@ -105,10 +105,12 @@ class ReportModel(_Strict):
     sender_domain: str | None = Field(description="the sender's domain in A-labels (`xn--bcher-kva.example`)")
     verdict: Literal["pass", "fail", "temperror"] = Field(
         description="`pass`, `fail` or `temperror`: `fail` when any of iprev, helo, sender is `fail` or "
-        "`permerror`; else `temperror` when any is `temperror`; `helo-align` never counts"
+        "`permerror`; else `temperror` when any is `temperror`; `helo-align` and `generic` never count"
     )
     chain: ChainModel = Field(description="the reverse-DNS chain, below")
-    checks: dict[str, CheckModel] = Field(description="`iprev`, `helo`, `helo-align`, `sender`: a check object each")
+    checks: dict[str, CheckModel] = Field(
+        description="`iprev`, `helo`, `helo-align`, `sender`, `generic`: a check object each"
+    )
     profiles: dict[str, ProfileAnswer] = Field(
         description="`classic`, `postfix`, `strict`, `monitor`: what each would answer"
     )
