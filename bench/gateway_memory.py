@@ -100,6 +100,7 @@ def main() -> None:
             f"""
 [dns]
 nameservers = ["{knot.address}:{knot.port}"]
+canaries = ["good1.example.org"]
 [gateway]
 listen = ["127.0.0.1:{{port}}"]
 profile = "classic"

@@ -117,6 +117,7 @@ def gateway_settings(port: int, workers: int) -> str:
     return f"""
 [dns]
 nameservers = ["127.0.0.1:53"]
+canaries = ["client.bench.example"]
 [gateway]
 listen = ["127.0.0.1:{port}"]
 profile = "classic"

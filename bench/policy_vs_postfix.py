@@ -124,7 +124,8 @@ def inside(args: argparse.Namespace) -> None:
         )
         config = work / "rdnsgate.toml"
         config.write_text(
-            f'[dns]\nnameservers = ["127.0.0.1:53"]\n[policy]\nlisten = ["127.0.0.1:{POLICY}"]\nprofile = "postfix"\n'
+            '[dns]\nnameservers = ["127.0.0.1:53"]\ncanaries = ["client.bench.example"]\n'
+            f'[policy]\nlisten = ["127.0.0.1:{POLICY}"]\nprofile = "postfix"\n'
             f'[storage]\nurl = "sqlite:///{work / "rdnsgate.db"}"\n'
         )
         service = subprocess.Popen(

@@ -90,6 +90,7 @@ def gateway(workdir: Path, port: int, knot: KnotServer, sink: int, url: str) -> 
         f"""
 [dns]
 nameservers = ["{knot.nameserver}"]
+canaries = ["client.bench.example"]
 [gateway]
 listen = ["127.0.0.1:{port}"]
 profile = "classic"

@@ -48,9 +48,15 @@ class DnsSettings:
     )
     max_cnames: int = setting(8, "CNAME hops followed; a longer chain or a loop is a temporary error")
     default_negative_ttl: int = setting(300, "cache time of a negative answer that carries no SOA")
+    canaries: tuple[str, ...] = setting(
+        ("@hostname", "."),
+        "names that must exist, asked every `canary_interval` seconds: while one does not answer (or answers NXDOMAIN), the resolver is taken as broken and every permanent refusal becomes a 4xx; `@hostname` is this host's name, `.` the root zone's SOA; a name missing already at start is dropped with a warning; empty: none",
+    )
+    canary_interval: float = setting(30.0, "seconds between two rounds of canary questions")
 
     def __post_init__(self) -> None:
         _positive("dns.timeout", self.timeout)
+        _positive("dns.canary_interval", self.canary_interval)
         _positive("dns.tries", self.tries)
         _positive("dns.max_inflight", self.max_inflight)
         _at_least("dns.cache_size", self.cache_size, 0)

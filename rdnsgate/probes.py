@@ -3,8 +3,8 @@
 Each probe returns findings, one line each: ``ok``, ``warning`` (works, but
 look) or ``error`` (a service would fail or misbehave).  They touch only what
 the settings name: the TLS certificate and key, the next hop (banner and
-EHLO, then QUIT), each nameserver (one question), the store (opened, schema
-version read; nothing written).
+EHLO, then QUIT), each nameserver (one question), each canary of the resolver
+guard (one question), the store (opened, schema version read; nothing written).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ async def probe_all(settings: Settings) -> list[Finding]:
     findings = [tls(settings)]
     findings += await asyncio.gather(next_hop(settings), store(settings))
     findings += await nameservers(settings.dns)
+    findings += await canaries(settings)
     return [item for item in findings if item is not None]
 
 
@@ -115,6 +116,35 @@ async def nameservers(dns: DnsSettings) -> list[Finding]:
         return Finding("ok", f"dns.nameservers {text}: answers ({found.status.value} for '. NS')")
 
     return list(await asyncio.gather(*(ask(server) for server in servers)))
+
+
+async def canaries(settings: Settings) -> list[Finding]:
+    """Each canary of the resolver guard, asked once: one that fails now would hold back every 5xx."""
+    import socket
+
+    from rdnsgate.lookups import build_resolver
+    from rdnsgate.lookups.canary import MISSING, canaries_of, canary_problem
+
+    names = canaries_of(settings.dns, settings.gateway.hostname or socket.getfqdn())
+    if not names:
+        return [Finding("warning", "dns.canaries: none; a resolver that says nothing exists would refuse all mail")]
+    try:
+        resolver = build_resolver(settings.dns)
+    except Exception as exc:  # the nameservers' own finding says why
+        return [Finding("error", f"dns.canaries: no resolver ({exc})")]
+    try:
+        found = {name: await canary_problem(resolver, name, PROBE_SECONDS) for name in names}
+    finally:
+        await resolver.close()
+    out = []
+    for name, problem in found.items():
+        if problem is None:
+            out.append(Finding("ok", f"dns.canaries {name}: answers"))
+        elif problem == MISSING and any(other is None for other in found.values()):
+            out.append(Finding("warning", f"dns.canaries {name}: {problem}; the services will not use it"))
+        else:
+            out.append(Finding("error", f"dns.canaries {name}: {problem}; no 5xx would be given while it fails"))
+    return out
 
 
 async def store(settings: Settings) -> Finding:

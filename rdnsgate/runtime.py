@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rdnsgate.config import Settings, StorageSettings
 from rdnsgate.lookups import Resolver, build_resolver
+from rdnsgate.lookups.canary import MISSING, canaries_of, canary_problem
+from rdnsgate.lookups.health import ResolverHealth
 from rdnsgate.model import WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decision_log import DecisionLog
@@ -191,6 +193,8 @@ class Runtime:
         self._refresh_every: float | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._error_said = -SAID_EVERY
+        self.health = ResolverHealth()
+        resolver.client.health = self.health
         self._untrack = METRICS.track(resolvers=resolver, decision_logs=decisions)
 
     @classmethod
@@ -213,6 +217,7 @@ class Runtime:
             if resolver is not None:
                 old = self.resolver
                 self._untrack()
+                resolver.client.health = self.health
                 self.resolver = resolver
                 self._untrack = METRICS.track(resolvers=resolver, decision_logs=self.decisions)
                 self._spawn(self._close_later(old), "old-resolver")
@@ -272,6 +277,60 @@ class Runtime:
                 if self.whitelist_error is not None:
                     log.warning("the whitelist reloads again (%d entries)", len(self.whitelist))
                 self.whitelist_error = None
+
+    def guard_resolver(self) -> None:
+        """Ask the canaries (``dns.canaries``) every ``dns.canary_interval`` seconds (the mail services call it);
+        on every change between healthy and unhealthy, one warning and one webhook POST (``monitor.webhook_url``)."""
+        if not any(task.get_name() == "resolver-guard" for task in self._tasks):
+            self._spawn(self._guard(), "resolver-guard")
+
+    async def _guard(self) -> None:
+        from rdnsgate.monitor.alerts import Alerter
+
+        loop = asyncio.get_running_loop()
+        canaries = canaries_of(self.settings.dns, self.hostname)
+        alerter = Alerter(self.settings.monitor.webhook_url, log_alerts=False)
+        first = True
+        try:
+            while True:
+                found = {name: await canary_problem(self.resolver, name) for name in canaries}
+                if first and any(problem is None for problem in found.values()):
+                    missing = [name for name, problem in found.items() if problem == MISSING]
+                    if missing:
+                        log.warning(
+                            "dns.canaries: %s does not exist now, while the other canaries answer: not a canary",
+                            ", ".join(missing),
+                        )
+                        canaries = tuple(name for name in canaries if name not in missing)
+                        found = {name: problem for name, problem in found.items() if name not in missing}
+                first = False
+                self.health.canaries = canaries
+                for name, problem in found.items():
+                    self.health.canary(name, problem)
+                changed, problem = self.health.update(loop.time())
+                if changed:
+                    self._resolver_changed(problem, alerter)
+                await asyncio.sleep(self.settings.dns.canary_interval)
+        finally:
+            await alerter.close(timeout=1.0)
+
+    def _resolver_changed(self, problem: str | None, alerter: Any) -> None:
+        if problem is not None:
+            log.warning(
+                "the DNS resolver cannot be trusted: %s; every permanent refusal is a 4xx until it recovers", problem
+            )
+        else:
+            log.warning("the DNS resolver answers as it must again; refusals are as the profile says")
+        alerter.send(
+            {
+                "version": 1,
+                "event": "resolver",
+                "state": "unhealthy" if problem else "healthy",
+                "detail": problem or "the canaries answer and the nameservers' failures are below the threshold",
+                "node": self.node,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
 
     def maintain(self) -> None:
         """Keep this node in the node list, forget nodes gone for a week, prune old decisions."""

@@ -79,7 +79,10 @@ def main() -> int:
             "--relay-domain",
             "example.net",
         ]
-        child = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # The demo DNS serves only the example zones: the resolver guard's canary is one of their names
+        # (the defaults, this host's name and the root SOA, are not there).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RDNSGATE_DNS_CANARIES": "good1.example.org"}
+        child = subprocess.Popen(command, env=env)
         try:
             return child.wait()
         except KeyboardInterrupt:

@@ -8,6 +8,7 @@ SQLite files or fresh databases on the real PostgreSQL server of the run
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from tests.harness.knot import KnotServer
 from tests.harness.postgres import PostgresServer, Stores
 
 STORES = ("sqlite", "postgresql")
+
+# The knotd fixture serves only the test zones: every rdnsgate the tests start takes one of their names as
+# the resolver guard's canary (the defaults, this host's name and the root SOA, are not served there).
+# The guard's own tests set theirs.
+os.environ.setdefault("RDNSGATE_DNS_CANARIES", "good1.example.org")
 
 
 @pytest.fixture(scope="session")

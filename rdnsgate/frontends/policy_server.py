@@ -247,6 +247,7 @@ class PolicyRunner:
         settings = self.runtime.settings.policy
         await self.runtime.load_whitelist()
         self.runtime.refresh_whitelist(settings.whitelist_refresh)
+        self.runtime.guard_resolver()
         self._untrack = METRICS.track(policy_services=self.service)
         self.servers = await serve_policy(self.service, list(settings.listen), self.runtime.listeners)
         self.servers += await serve_exim(EximService(self.service), settings.exim_listen, self.runtime.listeners)

@@ -726,6 +726,7 @@ class GatewayService:
         gateway, settings = self.gateway, self.runtime.settings.gateway
         await self.runtime.load_whitelist()
         self.runtime.refresh_whitelist(settings.whitelist_refresh)
+        self.runtime.guard_resolver()
         self._untrack = METRICS.track(gateways=gateway)
         await gateway.destination.probe()  # learn what the next hop offers, so EHLO promises no more
         listeners = self.runtime.listeners

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+from rdnsgate.lookups.health import ResolverHealth
 from rdnsgate.lookups.wire import (
     RCODE_NOERROR,
     RCODE_NXDOMAIN,
@@ -165,6 +166,7 @@ class DnsClient:
         self.udp_size = udp_size
         self.sockets_per_server = max(1, sockets_per_server)
         self.stats = ClientStats()
+        self.health: ResolverHealth | None = None  # told every try's outcome (lookups/health.py)
         self.max_inflight = max_inflight
         self.inflight = 0
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -258,9 +260,14 @@ class DnsClient:
                     wait = min(wait, deadline - loop.time())
                     if wait <= 0:
                         return Failure(last.status, last.detail + "; the check's deadline passed")
+                sent = loop.time()
                 outcome = await self._udp(server, question, wait)
                 if isinstance(outcome, Reply) and outcome.truncated:
                     outcome = await self._tcp(server, question, wait)
+                if self.health is not None:
+                    bad = not isinstance(outcome, Reply) or outcome.rcode not in (RCODE_NOERROR, RCODE_NXDOMAIN)
+                    now = loop.time()
+                    self.health.observe(str(server), bad, now - sent, now)
                 if isinstance(outcome, Reply):
                     rcode = outcome.rcode
                     self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1

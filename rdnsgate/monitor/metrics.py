@@ -10,6 +10,7 @@ what it runs: `rdnsgate serve` (all in one process) shows everything,
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -113,6 +114,24 @@ class Metrics(Collector):
         cache.add_metric(["hit"], sum(r.cache.hits for r in self.resolvers if r.cache is not None))
         cache.add_metric(["miss"], sum(r.cache.misses for r in self.resolvers if r.cache is not None))
         yield cache
+        healthy = GaugeMetricFamily(
+            "rdnsgate_dns_healthy", "0 while the resolver cannot be trusted (canaries, failures): no 5xx is given"
+        )
+        share = GaugeMetricFamily(
+            "rdnsgate_dns_failure_share", "Share of timeouts and SERVFAILs in the last minute", labels=["nameserver"]
+        )
+        mean = GaugeMetricFamily(
+            "rdnsgate_dns_nameserver_seconds", "Mean time per try in the last minute", labels=["nameserver"]
+        )
+        for resolver in self.resolvers:
+            health = resolver.client.health
+            if health is None:
+                continue
+            healthy.add_metric([], 0.0 if health.problem(time.monotonic()) else 1.0)
+            for server, window in health.servers.items():
+                share.add_metric([server], window.share_bad)
+                mean.add_metric([server], window.mean_latency)
+        yield from (healthy, share, mean)
 
     def _sessions(self) -> Iterator[Metric]:
         active = GaugeMetricFamily("rdnsgate_smtp_sessions_active", "SMTP sessions open now")

@@ -10,7 +10,7 @@ built-in profile maps a temperror to 5xx (a property test holds both).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rdnsgate.model import Check, CheckResult, Report
 from rdnsgate.policy.headers import authentication_results, printable
@@ -125,3 +125,12 @@ def decide(
     tagged = profile.tag or any(item.action is Action.TAG for item in verdicts)
     action = Action.TAG if tagged else Action.ACCEPT
     return Decision(profile.name, action, None, None, False, None, tuple(verdicts), whitelisted, headers)
+
+
+def temporary_instead(decision: Decision, why: str) -> Decision:
+    """A permanent refusal made temporary because the resolver cannot be trusted now (lookups/health.py):
+    the sender retries, and nothing is refused for good on the word of a broken resolver."""
+    if decision.reply is None or decision.reply.code < 500:
+        return decision
+    text = printable(f"Temporary DNS failure on our side ({why}); not refused for good, try again later", 480)
+    return replace(decision, action=Action.TEMPFAIL, reply=Reply(451, "4.4.3", text), close=False)

@@ -34,6 +34,11 @@ class Engine:
             domain.lower().rstrip(".") for domain in self.settings.generic_exempt_domains
         )
 
+    def dns_problem(self) -> str | None:
+        """Why the resolver cannot be trusted now (canaries, failure shares), or None (lookups/health.py)."""
+        health = self.resolver.client.health
+        return None if health is None else health.problem(asyncio.get_running_loop().time())
+
     def generic(self, iprev: IprevReport) -> CheckResult:
         """Whether the client's PTR name looks like an ISP's default (no lookups: from the iprev report)."""
         return evaluate_generic(iprev, self.exempt_domains)

@@ -42,7 +42,7 @@ from rdnsgate.model import (
     Status,
     WhitelistEntry,
 )
-from rdnsgate.policy.decide import Decision, decide
+from rdnsgate.policy.decide import Decision, decide, temporary_instead
 from rdnsgate.policy.decision_log import make_record
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Profile, Stage, apply_overrides, get_profile, switched_off
@@ -307,7 +307,7 @@ class Session:
 
     async def rcpt(self, recipient: str) -> Decision:
         """RCPT TO: the decision for this recipient; a refusal is recorded here."""
-        report, decision = await self.decision()
+        report, decision, _due = await self.answer(Stage.RCPT)
         if decision.refused:
             self.record(report, decision, [recipient])
         return decision
@@ -412,8 +412,13 @@ class Session:
         return report, decision
 
     async def answer(self, stage: Stage) -> tuple[Report, Decision, bool]:
-        """The decision at `stage`, and whether its refusal is due there."""
+        """The decision at `stage`, and whether its refusal is due there; a permanent refusal is made
+        temporary while the resolver cannot be trusted (a broken resolver never refuses mail for good)."""
         report, decision = await self.decision()
+        if decision.reply is not None and decision.reply.code >= 500 and decision.refused:
+            problem = self.engine.dns_problem()
+            if problem is not None:
+                decision = temporary_instead(decision, problem)
         return report, decision, due(decision, stage)
 
     async def _due_now(self, stage: Stage) -> Decision | None:

@@ -57,6 +57,7 @@ class FaultResponder:
         self.seen: list[tuple[str, str, str]] = []  # (transport, name, type)
         self.counts = Counts()
         self._dropped: set[tuple[str, str]] = set()
+        self.hostile: Fault | str | None = None  # "nxdomain" or a Fault for every question: a broken resolver
         self._lock = threading.Lock()
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
@@ -67,6 +68,7 @@ class FaultResponder:
         self.rules[(name.lower().rstrip("."), rtype.upper())] = fault
 
     def clear(self) -> None:
+        self.hostile = None
         self.rules.clear()
         self.seen.clear()
         self._dropped.clear()
@@ -101,6 +103,12 @@ class FaultResponder:
                 ("tcp" if tcp else "udp", question.name.to_text(True), dns.rdatatype.to_text(question.rdtype))
             )
         fault = self._fault_for(query)
+        if self.hostile == "nxdomain":  # a resolver that says nothing exists
+            reply = dns.message.make_response(query)
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+            return [reply.to_wire()]
+        if self.hostile is not None:
+            fault = Fault(self.hostile)
         if fault is Fault.DROP_FIRST:
             key = (question.name.to_text(True).lower(), dns.rdatatype.to_text(question.rdtype))
             with self._lock:

@@ -189,7 +189,12 @@ class GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(self.settings_text)
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
-        env = {key: value for key, value in os.environ.items() if not key.startswith("RDNSGATE_")}
+        # Only the settings file counts, but for the resolver guard's canary (tests/conftest.py).
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("RDNSGATE_") or key == "RDNSGATE_DNS_CANARIES"
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rdnsgate", *self.service, *as_root(self.service), "--config", str(self.config)],
             cwd=self.workdir,

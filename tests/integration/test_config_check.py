@@ -70,6 +70,7 @@ def test_what_the_settings_point_at_is_tried(tmp_path: Path, knot: KnotServer, s
             "the key matches the certificate",
             "answers EHLO",
             f"dns.nameservers {knot.nameserver}: answers",
+            "dns.canaries good1.example.org: answers",  # the canary of tests/conftest.py
         ):
             assert needle in done.stdout, needle
 
@@ -82,10 +83,11 @@ def test_what_the_settings_point_at_is_tried(tmp_path: Path, knot: KnotServer, s
         done = check(tmp_path, broken)
         assert done.returncode == 1
         errors = [line for line in done.stdout.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 3, done.stdout
+        assert len(errors) == 4, done.stdout
         assert any("do not make a pair" in line for line in errors)
         assert any("gateway.next_hop" in line and "refused" in line.lower() for line in errors)
         assert any("does not answer" in line for line in errors)
+        assert any("dns.canaries good1.example.org: could not be resolved" in line for line in errors)
         assert check(tmp_path, broken, "--offline").returncode == 0  # the file itself is fine
     finally:
         hop.stop()

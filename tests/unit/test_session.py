@@ -69,6 +69,11 @@ class TableEngine:
     def generic(self, iprev: IprevReport) -> CheckResult:
         return evaluate_generic(iprev)
 
+    def dns_problem(self) -> str | None:
+        return self.broken
+
+    broken: str | None = None  # what the resolver guard says (lookups/health.py)
+
 
 class Log:
     def __init__(self) -> None:
@@ -216,3 +221,16 @@ async def test_a_new_session_of_a_known_client_shares_the_report_and_its_decisio
     log.whitelist = [WhitelistEntry("network", f"{CLIENT}/32", "ticket 1", None, None, None)]
     _report, whitelisted = await made.decision()
     assert whitelisted.whitelisted and not decided.whitelisted
+
+
+async def test_a_broken_resolver_makes_every_permanent_refusal_temporary() -> None:
+    made, engine, log = session("classic")  # refuses an unknown HELO with 501 and closes
+    engine.broken = "the canary example.org does not exist (NXDOMAIN), though it must exist"
+    decision = await made.helo("nope.example.org")
+    assert decision is not None and decision.action.value == "tempfail" and decision.reply is not None
+    assert (decision.reply.code, decision.reply.enhanced) == (451, "4.4.3") and "canary" in decision.reply.text
+    assert not decision.close
+    engine.broken = None
+    decision = await made.rcpt("bob@example.net")
+    assert decision.action.value == "reject" and decision.reply is not None and decision.reply.code >= 500
+    assert [record.action for record in log.records] == ["tempfail", "reject"]

@@ -91,7 +91,8 @@ async def api_check(
 
 @router.get("/healthz", include_in_schema=False)
 async def healthz(site: SiteDep) -> JSONResponse:
-    """200 while the process serves: `ok`, or `degraded` with the reason while the store is away.
+    """200 while the process serves: `ok`, or `degraded` with the reason while the store is away or the
+    resolver cannot be trusted.
 
     Mail keeps flowing without the store (docs/deploy-multinode.md), so a
     store away is not a reason for a load balancer to take the node out.
@@ -108,6 +109,9 @@ async def healthz(site: SiteDep) -> JSONResponse:
         problem = problem or site.decisions.store_error
     if problem:
         body.update(status="degraded", store=f"unavailable: {problem}")
+    dns = site.engine.dns_problem()
+    if dns:  # no 5xx is given meanwhile (lookups/health.py)
+        body.update(status="degraded", dns=f"unhealthy: {dns}")
     return JSONResponse(body)
 
 
