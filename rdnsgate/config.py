@@ -166,8 +166,20 @@ class PolicySettings:
     reject_footer: str = setting("", "text appended to every refusal")
     max_instances: int = setting(10_000, "Postfix sessions whose evaluations are kept")
     whitelist_refresh: float = setting(5.0, "seconds between whitelist reloads")
+    skip_authenticated: bool = setting(
+        True,
+        "clients that authenticated (`sasl_username` in the request) are submission traffic: not checked, `DUNNO`, logged as skipped",
+    )
+    trusted_networks: tuple[str, ...] = setting(
+        (), "networks (CIDR) whose clients are not checked (your own relays, monitoring): `DUNNO`, logged as skipped"
+    )
 
     def __post_init__(self) -> None:
+        for item in self.trusted_networks:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"policy.trusted_networks: {item!r} is not a network (CIDR)") from None
         if not self.listen and not self.exim_listen:
             raise ConfigError("policy.listen (or policy.exim_listen) needs at least one address")
         for key, items in (("policy.listen", self.listen), ("policy.exim_listen", self.exim_listen)):

@@ -20,18 +20,20 @@ for a temporary error, and in ``monitor`` ``PREPEND Authentication-Results:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.config import Settings
+from rdnsgate.config import PolicySettings, Settings
 from rdnsgate.frontends.exim_socket import EximService, serve_exim
 from rdnsgate.frontends.listen import listen_on
-from rdnsgate.model import WhitelistEntry
+from rdnsgate.model import DecisionRecord, WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decide import Decision
 from rdnsgate.policy.decision_log import DecisionLog
@@ -39,6 +41,8 @@ from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
 from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder
 from rdnsgate.runtime import Commit, Deadline, Runtime
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 if TYPE_CHECKING:
     from rdnsgate.privileges import Listeners
@@ -138,6 +142,55 @@ class PolicyService:
         self.max_instances = max_instances
         self.recent = RecentReports(max_instances)
         self.requests = 0
+        self.skip_authenticated = True
+        self.trusted: tuple[IPNetwork, ...] = ()
+        self._skipped: OrderedDict[str, None] = OrderedDict()  # Postfix sessions logged as skipped already
+
+    def configure_skips(self, settings: PolicySettings) -> None:
+        self.skip_authenticated = settings.skip_authenticated
+        self.trusted = tuple(ipaddress.ip_network(item.strip(), strict=False) for item in settings.trusted_networks)
+
+    def skip_reason(self, request: dict[str, str]) -> str | None:
+        """Why this client is not checked at all (submission, a trusted network), or None."""
+        user = request.get("sasl_username", "")
+        if user and self.skip_authenticated:
+            return f"authenticated as {user[:100]}"
+        if self.trusted:
+            try:
+                ip = parse_ip(request.get("client_address", ""))
+            except ValueError:
+                return None
+            network = next((net for net in self.trusted if ip.version == net.version and ip in net), None)
+            if network is not None:
+                return f"trusted network {network}"
+        return None
+
+    def _skipped_once(self, request: dict[str, str], why: str) -> None:
+        """One record per Postfix session that was not checked (action `skipped`), at its first RCPT."""
+        name = f"{request.get('instance', '')}/{request.get('client_address', '')}"
+        if name in self._skipped:
+            return
+        self._skipped[name] = None
+        while len(self._skipped) > self.max_instances:
+            self._skipped.popitem(last=False)
+        self.decisions.record(
+            DecisionRecord(
+                at=datetime.now(UTC),
+                session=request.get("instance", "")[:64],
+                client_ip=request.get("client_address", "")[:45],
+                ptr=None,
+                helo=request.get("helo_name") or None,
+                sender=request.get("sender"),
+                recipients=(request["recipient"],) if request.get("recipient") else (),
+                profile=self.policy.profile.name,
+                action="skipped",
+                stage=None,
+                reply=None,
+                checks={},
+                whitelisted=why,
+                node=self.policy.node,
+            )
+        )
 
     def _instance(self, request: dict[str, str]) -> Instance:
         name = request.get("instance", "")
@@ -168,6 +221,11 @@ class PolicyService:
         self.requests += 1
         state = request.get("protocol_state", "RCPT").upper()
         if state in ("CONNECT", "UNKNOWN") or "client_address" not in request:
+            return None, False, None
+        why = self.skip_reason(request)
+        if why is not None:
+            if state in ("RCPT", "DATA", "END-OF-MESSAGE"):
+                self._skipped_once(request, why)
             return None, False, None
         instance = self._instance(request)
         session = instance.session
@@ -240,6 +298,7 @@ class PolicyRunner:
             max_instances=settings.max_instances,
             whitelist=runtime,
         )
+        self.service.configure_skips(settings)
         self.servers: list[asyncio.base_events.Server] = []
         self._untrack: Callable[[], None] | None = None
 
@@ -261,6 +320,7 @@ class PolicyRunner:
         async def commit() -> None:
             service = self.service
             service.policy, service.engine, service.max_instances = policy, self.runtime.engine, new.max_instances
+            service.configure_skips(new)
             self.runtime.refresh_whitelist(new.whitelist_refresh)
 
         return commit

@@ -251,7 +251,9 @@ def explain(record: DecisionRecord) -> Explanation:
     what = f"HELO {record.helo or '-'}, {mail}"
     if record.recipients:
         what += f", to {', '.join(record.recipients)}"
-    if record.whitelisted:
+    if record.action == "skipped":
+        outcome, verdict = "accepted", f"not checked: {record.whitelisted or 'skipped'}"
+    elif record.whitelisted:
         outcome, verdict = "accepted", f"accepted: whitelisted ({record.whitelisted})"
     elif record.action in ("reject", "tempfail"):
         outcome = "refused" if record.action == "reject" else "deferred"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ class PolicyProcess:
             f'[dns]\nnameservers = ["{nameserver}"]\ntimeout = 0.3\ntries = 2\ncache_size = 0\n'
             f'[policy]\nlisten = ["127.0.0.1:{self.port}", "unix:{self.socket_path}"]\nprofile = "{profile}"\n'
             f'exim_listen = ["127.0.0.1:{self.exim_port}", "unix:{self.exim_path}"]\n'
+            'trusted_networks = ["127.0.20.0/24"]\n'
             f'authserv_id = "mx.example.net"\n{extra}\n[storage]\nurl = "{store}"\n{more}'
         )
         self.log_path = workdir / "policy.log"
@@ -196,16 +198,20 @@ def test_bad_client_address_disconnects(services: dict[str, PolicyProcess]) -> N
         assert sock.recv(4096) == b""
 
 
+def logged(service: PolicyProcess, ip: str, recipient: str) -> subprocess.CompletedProcess[str]:
+    """`rdnsgate decisions --ip IP --json`, once the record for `recipient` is stored (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = rdnsgate_cli(service.workdir / "rdnsgate.toml", "decisions", "--ip", ip, "--json")
+        if recipient in found.stdout or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
 def test_decisions_are_logged_like_the_gateways(services: dict[str, PolicyProcess]) -> None:
     with connect(services["postfix"]) as sock:
         ask(sock, request(client_address="127.0.10.2", instance="logged-1", recipient="dave@example.net"))
-    service = services["postfix"]
-    deadline = time.monotonic() + 10
-    while True:
-        found = rdnsgate_cli(service.workdir / "rdnsgate.toml", "decisions", "--ip", "127.0.10.2", "--json")
-        if "dave@example.net" in found.stdout or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    found = logged(services["postfix"], "127.0.10.2", "dave@example.net")
     assert '"action":"reject"' in found.stdout and '"no-ptr"' in found.stdout, found.stdout + found.stderr
 
 
@@ -279,3 +285,18 @@ def test_exim_unix_socket(services: dict[str, PolicyProcess]) -> None:
         sock.sendall(b"ip=127.0.10.2 port=10 helo=good1.example.org sender=bob@example.org\n")
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(4096).startswith(b"deny 450 4.7.1 ")
+
+
+def test_submission_and_trusted_networks_are_skipped_and_logged(services: dict[str, PolicyProcess]) -> None:
+    with connect(services["classic"]) as sock:  # classic would refuse a client without PTR at once
+        answer = ask(sock, request(client_address="127.0.10.2", sasl_username="alice", instance="sub-1"))
+        assert answer == "action=DUNNO\n\n"
+        answer = ask(sock, request(client_address="127.0.20.5", instance="trusted-1", recipient="zed@example.net"))
+        assert answer == "action=DUNNO\n\n"
+        assert ask(sock, request(client_address="127.0.10.2", instance="sub-2")).startswith("action=501 ")
+    service = services["classic"]
+    found = logged(service, "127.0.20.5", "zed@example.net")
+    record = json.loads(found.stdout.splitlines()[0])
+    assert record["action"] == "skipped" and record["whitelisted"] == "trusted network 127.0.20.0/24", record
+    words = rdnsgate_cli(service.workdir / "rdnsgate.toml", "decisions", "--ip", "127.0.10.2").stdout
+    assert "not checked: authenticated as alice" in words, words
