@@ -105,17 +105,20 @@ def main() -> None:
                 "mynetworks": "127.0.0.0/8",
             },
         )
-        gateway = spawn_service(
-            "gateway",
-            f'[dns]\nnameservers = ["127.0.0.1:53"]\n[gateway]\nlisten = ["127.0.0.1:{GATEWAY}"]\n'
-            f'profile = "classic"\nnext_hop = "smtp://127.0.0.1:{RECEIVER}"\nrelay_domains = ["example.net"]\n'
-            f'hostname = "gw.example.net"\nmax_message_size = {SIZE}\n'
-            f'[storage]\nurl = "sqlite:///{work / "gateway.db"}"\n',
-            work,
-        )
+        gateway: subprocess.Popen[bytes] | None = None
         try:
             receiver.start()
             wait_port("127.0.0.1", RECEIVER, timeout=20)
+            # Only now: the gateway learns at start what the receiver offers (DSN, SMTPUTF8, SIZE); started
+            # before the receiver listens, it would offer clients the basics until its first relay.
+            gateway = spawn_service(
+                "gateway",
+                f'[dns]\nnameservers = ["127.0.0.1:53"]\n[gateway]\nlisten = ["127.0.0.1:{GATEWAY}"]\n'
+                f'profile = "classic"\nnext_hop = "smtp://127.0.0.1:{RECEIVER}"\nrelay_domains = ["example.net"]\n'
+                f'hostname = "gw.example.net"\nmax_message_size = {SIZE}\n'
+                f'[storage]\nurl = "sqlite:///{work / "gateway.db"}"\n',
+                work,
+            )
             wait_port("127.0.0.1", GATEWAY, timeout=20)
             sender.start()
             wait_port("127.0.0.1", SENDER, timeout=20)
@@ -147,8 +150,9 @@ def main() -> None:
         finally:
             sender.stop()
             receiver.stop()
-            gateway.terminate()
-            gateway.wait(40)
+            if gateway is not None:
+                gateway.terminate()
+                gateway.wait(40)
             knot.stop()
             time.sleep(0.2)
     print(json.dumps(out))

@@ -22,13 +22,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rdnsgate.storage.base import newest_revision
 from tests.harness.faultdns import FaultResponder
 from tests.harness.knot import KnotServer
 from tests.harness.postgres import PostgresServer
 from tests.harness.smtp import GatewayProcess, NextHop
 from tests.harness.web import logged_in, set_password, web_process, web_settings
+from tests.harness.webhook import Receiver
 from tests.integration.test_gateway import GOOD, MISMATCH, NO_PTR, settings, transact
-from tests.integration.test_monitor import Receiver, row, wait_for
+from tests.integration.test_monitor import row, wait_for
 from tests.integration.test_policy_service import PolicyProcess, ask, request
 
 pytestmark = pytest.mark.slow
@@ -113,7 +115,7 @@ def test_a_whitelist_entry_reaches_every_node_within_a_second_and_one_search_sho
     for node in ("mx-a", "mx-b", "policy-1"):
         assert re.search(rf"<small>{node} · ", page.text), node
     status = a.run("db", "status")
-    assert status.returncode == 0 and "schema: 0004 (the newest)" in status.stdout
+    assert status.returncode == 0 and f"schema: {newest_revision()} (the newest)" in status.stdout
     for node, services in (("mx-a", "gateway"), ("mx-b", "gateway"), ("policy-1", "policy"), ("", "web")):
         assert re.search(rf"^{node}\S*\s+{services}\s", status.stdout, re.MULTILINE), (node, status.stdout)
 
