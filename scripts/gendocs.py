@@ -19,11 +19,13 @@ from rdnsgate.frontends.web.schema import (
     CheckModel,
     LookupModel,
     ProfileAnswer,
+    ReceiverAnswer,
     ReportModel,
     fields_markdown,
 )
 from rdnsgate.model import Check
 from rdnsgate.policy.profiles import rules_markdown
+from rdnsgate.policy.receivers import receivers_markdown
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -39,8 +41,10 @@ BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
             ("check", CheckModel),
             ("lookup", LookupModel),
             ("profile", ProfileAnswer),
+            ("receiver", ReceiverAnswer),
         )
     },
+    "receivers.md": {"receivers-table": receivers_markdown},
     "config.md": {f"settings-{name}": (lambda name=name: settings_markdown(name)) for name in SECTIONS},
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 from rdnsgate.model import CheckResult, IprevReport, Lookup, Report, Result
 from rdnsgate.policy.advice import advise, recheck_after
 from rdnsgate.policy.decide import Decision
+from rdnsgate.policy.receivers import predict, prediction_dict
 
 SCHEMA_VERSION = 1
 
@@ -99,6 +100,7 @@ def report_dict(report: Report, decisions: dict[str, Decision], now: datetime | 
         "chain": chain_dict(report.iprev),
         "checks": {item.check.value: check_dict(item) for item in report.checks},
         "profiles": {name: decision_dict(decision) for name, decision in decisions.items()},
+        "receivers": [prediction_dict(item) for item in predict(report)],
         "advice": [{"check": item.check.value, "text": item.text} for item in advise(report, now)],
         "recheck": None
         if wait is None

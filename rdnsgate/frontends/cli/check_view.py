@@ -12,6 +12,7 @@ from rich.tree import Tree
 from rdnsgate.model import Lookup, Report, Result, Status
 from rdnsgate.policy.advice import advise, recheck_after
 from rdnsgate.policy.decide import Decision
+from rdnsgate.policy.receivers import CAVEAT, predict
 from rdnsgate.policy.serialize import overall
 
 STYLE = {
@@ -83,6 +84,17 @@ def render_check(console: Console, report: Report, decisions: dict[str, Decision
         when = decision.stage.value.upper() if decision.stage else "-"
         answers.add_row(name, decision.action.value, when, reply)
     console.print(answers)
+    console.print()
+
+    receivers = Table(title="What real receivers would likely answer", title_justify="left", show_edge=False)
+    for column in ("receiver", "answer", "when", "reply / why"):
+        receivers.add_column(column, overflow="fold")
+    for guess in predict(report):
+        reply = escape(guess.reply or "") or (f"[dim]{escape(guess.because or '')}[/]" if guess.because else "-")
+        when = guess.stage.upper() if guess.stage and guess.stage != "data" else ("end of DATA" if guess.stage else "-")
+        receivers.add_row(escape(guess.title), guess.action, when, reply)
+    console.print(receivers)
+    console.print(f"[dim]{escape(CAVEAT)}[/]")
 
     steps = advise(report, now)
     if steps:

@@ -21,6 +21,7 @@ from rdnsgate.monitor.metrics import METRICS, REGISTRY
 from rdnsgate.policy.advice import advise, recheck_after
 from rdnsgate.policy.decide import decide
 from rdnsgate.policy.profiles import BUILTIN
+from rdnsgate.policy.receivers import CAVEAT, predict
 from rdnsgate.policy.serialize import overall, report_dict
 
 router = APIRouter()
@@ -58,6 +59,8 @@ async def check_page(
         verdict=overall(report).value,
         picture=chain_picture(report),
         decisions=decisions,
+        receivers=predict(report),
+        caveat=CAVEAT,
         advice=advise(report, now),
         recheck=None if wait is None else (wait, now + timedelta(seconds=wait)),
         share=share,

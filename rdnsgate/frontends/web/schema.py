@@ -94,6 +94,23 @@ class Recheck(_Strict):
     at: str
 
 
+class ReceiverAnswer(_Strict):
+    receiver: str = Field(description="the model's key in receivers.toml, e.g. `gmail`")
+    title: str = Field(description="the receiver in words")
+    action: Literal["reject", "tempfail", "junk", "accept"] = Field(
+        description="`reject` (5xx), `tempfail` (4xx), `junk` (accepted, likely spam-foldered or scored down), `accept`"
+    )
+    stage: Literal["connect", "helo", "mail", "rcpt", "data"] | None = Field(
+        description="when the answer comes (`data`: after the end of DATA); null when nothing here stops the mail"
+    )
+    reply: str | None = Field(description="the reply text as published or seen in real bounces")
+    because: str | None = Field(description="the finding that decides, in words")
+    confidence: Literal["published", "reported", "assumed"] | None = Field(
+        description="`published` (the receiver documents it), `reported` (real bounces), `assumed` (a default)"
+    )
+    source: str = Field(description="where the model comes from (docs/receivers.md)")
+
+
 class ReportModel(_Strict):
     """One client's chain IP → PTR → A/AAAA → HELO → sender domain, its checks, each profile's answer, the fix."""
 
@@ -113,6 +130,10 @@ class ReportModel(_Strict):
     )
     profiles: dict[str, ProfileAnswer] = Field(
         description="`classic`, `postfix`, `strict`, `monitor`: what each would answer"
+    )
+    receivers: list[ReceiverAnswer] = Field(
+        description="what real receivers (Gmail, Microsoft, Yahoo, GMX, ...) would likely answer, and when: a "
+        "receiver answer each, below; likely, not certain: receivers change their rules"
     )
     advice: list[AdviceStep] = Field(description='fix steps: `{"check": "iprev", "text": "..."}`, most important first')
     recheck: Recheck | None = Field(
