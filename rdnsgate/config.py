@@ -325,6 +325,40 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ExceptionSettings:
+    """Self-service exceptions: a refused sender asks for a temporary whitelist entry from the refusal's link."""
+
+    mode: str = setting(
+        "approve",
+        "`off` (the link only explains), `approve` (a request waits on /whitelist for the helpdesk, and goes to `webhook_url`) or `auto` (granted at once)",
+    )
+    days: float = setting(7.0, "how long a granted exception lasts")
+    checks: tuple[str, ...] = setting(
+        ("iprev", "helo", "sender", "generic"),
+        "the checks whose failure may be excepted (a null MX never is: the domain says it sends no mail)",
+    )
+    per_ip: int = setting(1, "exceptions (granted or waiting) per client IP within `per_ip_days`")
+    per_ip_days: float = setting(30.0, "the window of `per_ip`")
+    link_hours: float = setting(48.0, "how long a refusal's link may ask for an exception")
+    request_rate: float = setting(6.0, "requests per hour per visitor address (a burst of 3)")
+    webhook_url: str = setting("", "POST each new request here (JSON)", shown="`monitor.webhook_url`")
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("off", "approve", "auto"):
+            raise ConfigError(f"exceptions.mode must be off, approve or auto, not {self.mode!r}")
+        for name in self.checks:
+            if name not in ("iprev", "helo", "helo-align", "sender", "generic"):
+                raise ConfigError(
+                    f"exceptions.checks: unknown check {name!r} (iprev, helo, helo-align, sender, generic)"
+                )
+        _positive("exceptions.days", self.days)
+        _positive("exceptions.per_ip", self.per_ip)
+        _positive("exceptions.per_ip_days", self.per_ip_days)
+        _positive("exceptions.link_hours", self.link_hours)
+        _positive("exceptions.request_rate", self.request_rate)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
@@ -333,6 +367,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     web: WebSettings = field(default_factory=WebSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    exceptions: ExceptionSettings = field(default_factory=ExceptionSettings)
     log: LogSettings = field(default_factory=LogSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
 
@@ -345,6 +380,7 @@ SECTIONS: dict[str, type[Any]] = {
     "storage": StorageSettings,
     "web": WebSettings,
     "monitor": MonitorSettings,
+    "exceptions": ExceptionSettings,
     "log": LogSettings,
     "service": ServiceSettings,
 }

@@ -30,6 +30,7 @@ from rdnsgate.model import WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
+from rdnsgate.policy.exceptions import LinkSigner
 
 if TYPE_CHECKING:
     from rdnsgate.privileges import Listeners
@@ -193,6 +194,7 @@ class Runtime:
         self._refresh_every: float | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._error_said = -SAID_EVERY
+        self.signer: LinkSigner | None = None  # signs refusal links, so a refused sender may ask for an exception
         self.health = ResolverHealth()
         resolver.client.health = self.health
         self._untrack = METRICS.track(resolvers=resolver, decision_logs=decisions)
@@ -206,7 +208,12 @@ class Runtime:
         resolver = build_resolver(settings.dns)
         decisions = DecisionLog(store, settings.storage.decision_queue)
         decisions.start()
-        return cls(settings, resolver, store, decisions)
+        runtime = cls(settings, resolver, store, decisions)
+        try:  # the key every node signs refusal links with (policy/exceptions.py)
+            runtime.signer = LinkSigner((await store.secret("refusal-link")).encode())
+        except Exception as exc:
+            log.warning("refusal links carry no token (the store did not give its key: %s)", exc)
+        return runtime
 
     def prepare_reload(self, settings: Settings) -> Commit:
         """New DNS settings get a new resolver (and engine) for what starts after the reload; the old one

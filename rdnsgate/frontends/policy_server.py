@@ -293,7 +293,7 @@ class PolicyRunner:
         self.runtime = runtime
         self.service = PolicyService(
             runtime.engine,
-            Policy.from_settings(settings, "policy", runtime.hostname, runtime.node),
+            Policy.from_settings(settings, "policy", runtime.hostname, runtime.node, runtime.signer),
             runtime.decisions,
             max_instances=settings.max_instances,
             whitelist=runtime,
@@ -315,7 +315,7 @@ class PolicyRunner:
     def prepare_reload(self, settings: Settings) -> Commit:
         """Postfix sessions that begin after the commit get the new profile; those in progress keep theirs."""
         new = settings.policy
-        policy = Policy.from_settings(new, "policy", self.runtime.hostname, self.runtime.node)
+        policy = Policy.from_settings(new, "policy", self.runtime.hostname, self.runtime.node, self.runtime.signer)
 
         async def commit() -> None:
             service = self.service

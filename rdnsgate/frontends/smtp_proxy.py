@@ -711,7 +711,7 @@ class GatewayService:
         self.gateway = Gateway(
             settings,
             runtime.engine,
-            Policy.from_settings(settings, "gateway", hostname, runtime.node),
+            Policy.from_settings(settings, "gateway", hostname, runtime.node, runtime.signer),
             destination,
             runtime.decisions,
             hostname=hostname,
@@ -744,7 +744,7 @@ class GatewayService:
         """A new setup from `settings.gateway` for the sessions that connect after the commit."""
         new = settings.gateway
         runtime, gateway, old = self.runtime, self.gateway, self.gateway.setup
-        policy = Policy.from_settings(new, "gateway", runtime.hostname, runtime.node)
+        policy = Policy.from_settings(new, "gateway", runtime.hostname, runtime.node, runtime.signer)
         context = tls_context(new.tls_cert, new.tls_key)
         same_hop = (new.next_hop, new.maildir, new.next_hop_timeout) == (
             old.settings.next_hop,

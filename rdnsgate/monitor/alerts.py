@@ -52,6 +52,8 @@ def _iso(moment: datetime) -> str:
 def alert_line(body: dict[str, Any]) -> str:
     if body.get("event") == "resolver":  # the resolver guard's alerts (runtime.py)
         return f"resolver on {body['node']}: {body['state']}: {body['detail']}"
+    if body.get("event") == "exception.requested":  # a refused sender's request (frontends/web/exceptions.py)
+        return f"exception requested for {body['ip']} ({body['check']} fails): request #{body['id']}"
     label = f" ({body['label']})" if body["label"] else ""
     return f"fleet {body['ip']}{label}: {body['before']} -> {body['after']}: {body['detail']}"
 

@@ -10,6 +10,7 @@ built-in profile maps a temperror to 5xx (a property test holds both).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rdnsgate.model import Check, CheckResult, Report
@@ -58,9 +59,15 @@ class Decision:
 
 
 def render_text(
-    template: str, report: Report, outcome: CheckResult, check_url: str | None, footer: str | None = None
+    template: str,
+    report: Report,
+    outcome: CheckResult,
+    check_url: str | None,
+    footer: str | None = None,
+    link: Callable[[CheckResult], str] | None = None,
 ) -> str:
-    """Fill a rule's text; every value is made printable and capped."""
+    """Fill a rule's text; every value is made printable and capped.  The check page's link (with its signed
+    token, policy/exceptions.py, when `link` signs) and the footer are kept whole: the text gives way."""
     ptr = report.iprev.shown_name or ""
     values = {
         "ip": str(report.ip),
@@ -73,18 +80,28 @@ def render_text(
     text = template
     for key, value in values.items():
         text = text.replace("{" + key + "}", value)
+    tail = ""
     if check_url:
         separator = "&" if "?" in check_url else "?"
-        text += f" - see {printable(check_url, 200)}{separator}ip={report.ip}"
+        token = f"&t={link(outcome)}" if link is not None else ""
+        tail += f" - see {printable(check_url, 200)}{separator}ip={report.ip}{token}"
     if footer:
-        text += f" {printable(footer, 200)}"
-    return printable(text, 480)
+        tail += f" {printable(footer, 200)}"
+    tail = printable(tail, 400)
+    return printable(text, 480 - len(tail)) + tail
 
 
-def _reply(rule: Rule, report: Report, outcome: CheckResult, check_url: str | None, footer: str | None) -> Reply | None:
+def _reply(
+    rule: Rule,
+    report: Report,
+    outcome: CheckResult,
+    check_url: str | None,
+    footer: str | None,
+    link: Callable[[CheckResult], str] | None,
+) -> Reply | None:
     if rule.code is None or rule.enhanced is None:
         return None
-    return Reply(rule.code, rule.enhanced, render_text(rule.text, report, outcome, check_url, footer))
+    return Reply(rule.code, rule.enhanced, render_text(rule.text, report, outcome, check_url, footer, link))
 
 
 def decide(
@@ -95,6 +112,7 @@ def decide(
     authserv_id: str = "localhost",
     check_url: str | None = None,
     footer: str | None = None,
+    link: Callable[[CheckResult], str] | None = None,
 ) -> Decision:
     """Apply `profile` to `report`; `whitelisted` (the matching entry) skips refusals."""
     outcomes = {item.check: item for item in report.checks}
@@ -103,7 +121,9 @@ def decide(
         outcome = outcomes[check]
         rule = profile.rule_for(outcome)
         verdicts.append(
-            Verdict(outcome, rule.action, profile.stage_for(check), _reply(rule, report, outcome, check_url, footer))
+            Verdict(
+                outcome, rule.action, profile.stage_for(check), _reply(rule, report, outcome, check_url, footer, link)
+            )
         )
     headers = (("Authentication-Results", authentication_results(authserv_id, report.iprev)),)
 

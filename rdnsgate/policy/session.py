@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -45,6 +45,7 @@ from rdnsgate.model import (
 from rdnsgate.policy.decide import Decision, decide, temporary_instead
 from rdnsgate.policy.decision_log import make_record
 from rdnsgate.policy.evaluate import Engine
+from rdnsgate.policy.exceptions import LinkSigner
 from rdnsgate.policy.profiles import Profile, Stage, apply_overrides, get_profile, switched_off
 from rdnsgate.policy.whitelist import match
 
@@ -95,6 +96,7 @@ class Policy:
     check_url: str | None = None
     footer: str | None = None
     node: str = ""
+    signer: LinkSigner | None = None  # signs the check page's link in refusals (policy/exceptions.py)
     # Decisions already made on a report shared by many sessions (RecentReports): (report, entry, decision)
     # by (id(report), id(entry)); checked by identity, so a reused id never answers for another report.
     _decided: dict[tuple[int, int], tuple[Report, WhitelistEntry | None, Decision]] = field(
@@ -102,7 +104,9 @@ class Policy:
     )
 
     @classmethod
-    def from_settings(cls, settings: PolicySettings, section: str, hostname: str, node: str = "") -> Policy:
+    def from_settings(
+        cls, settings: PolicySettings, section: str, hostname: str, node: str = "", signer: LinkSigner | None = None
+    ) -> Policy:
         """From a face's settings section (``gateway`` or ``policy``); a bad profile or override names its key.
 
         `node` names this node on the decision records (default: `hostname`).
@@ -119,6 +123,7 @@ class Policy:
             settings.check_url or None,
             settings.reject_footer or None,
             node or hostname,
+            signer,
         )
 
     def decide(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:
@@ -140,7 +145,13 @@ class Policy:
             authserv_id=self.authserv_id,
             check_url=self.check_url,
             footer=self.footer,
+            link=self._link(report) if self.signer is not None and self.check_url else None,
         )
+
+    def _link(self, report: Report) -> Callable[[CheckResult], str]:
+        signer, ip, at = self.signer, str(report.ip), int(time.time())
+        assert signer is not None
+        return lambda outcome: signer.sign(ip, outcome.check.value, at)
 
 
 def due(decision: Decision, stage: Stage) -> bool:

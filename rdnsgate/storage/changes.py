@@ -26,11 +26,11 @@ async def log_change(
 
 
 class ChangeTables(Tables):
-    async def changes_list(self, subject: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """The latest changes (of `subject`: whitelist or fleet), newest first."""
+    async def changes_list(self, subjects: tuple[str, ...] = (), limit: int = 50) -> list[dict[str, Any]]:
+        """The latest changes (of `subjects`: whitelist, fleet, exception; all when empty), newest first."""
         query = sa.select(changes).order_by(changes.c.at.desc(), changes.c.id.desc()).limit(limit)
-        if subject is not None:
-            query = query.where(changes.c.subject == subject)
+        if subjects:
+            query = query.where(changes.c.subject.in_(subjects))
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query)).mappings().all()
         return [{**dict(row), "at": utc(row["at"])} for row in rows]

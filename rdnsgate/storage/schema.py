@@ -142,3 +142,20 @@ app_secrets = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+exception_requests = sa.Table(  # a refused sender's request for a temporary whitelist entry
+    "exception_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ip", sa.String(45), nullable=False),
+    sa.Column("check_name", sa.String(16), nullable=False),  # the failing check of the refusal
+    sa.Column("refusal", sa.String(32), nullable=False),  # the refusal's id from its signed link
+    sa.Column("message", sa.Text, nullable=False, server_default=""),  # the sender's words
+    sa.Column("visitor", sa.String(45), nullable=False, server_default=""),  # who asked (web visitor address)
+    sa.Column("state", sa.String(16), nullable=False),  # pending | granted | refused
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),  # of the whitelist entry, once granted
+    sa.Index("ix_exception_requests_ip_at", "ip", "at"),
+)

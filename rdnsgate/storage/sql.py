@@ -19,12 +19,12 @@ from rdnsgate.storage.admins import AdminTables
 from rdnsgate.storage.base import create_engine, shown_url, upgrade
 from rdnsgate.storage.changes import ChangeTables
 from rdnsgate.storage.decisions import DecisionTables
+from rdnsgate.storage.exceptions import ExceptionTables
 from rdnsgate.storage.fleet import FleetTables
 from rdnsgate.storage.nodes import NodeTables
-from rdnsgate.storage.whitelist import WhitelistTables
 
 
-class SqlStore(WhitelistTables, DecisionTables, FleetTables, AdminTables, NodeTables, ChangeTables):
+class SqlStore(ExceptionTables, DecisionTables, FleetTables, AdminTables, NodeTables, ChangeTables):
     def __init__(self, engine: AsyncEngine, settings: StorageSettings) -> None:
         self.engine = engine
         self.settings = settings

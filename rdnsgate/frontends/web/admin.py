@@ -160,7 +160,8 @@ async def whitelist_page(request: Request, status: int = 200, error: str | None 
         "whitelist.html",
         status,
         entries=await site.store.whitelist_list(),
-        changes=await site.store.changes_list("whitelist", limit=20),
+        changes=await site.store.changes_list(("whitelist", "exception"), limit=20),
+        requests=await site.store.exception_list("pending"),
         now=now,
         error=error,
     )

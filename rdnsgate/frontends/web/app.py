@@ -27,7 +27,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from rdnsgate import __version__
 from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import ConfigError
-from rdnsgate.frontends.web import admin, api, public
+from rdnsgate.frontends.web import admin, api, exceptions, public
 from rdnsgate.frontends.web.site import HERE, Redirect, Refused, Site
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.runtime import Commit, Deadline, Runtime, cancel, wait_until
@@ -70,6 +70,7 @@ def create_app(settings: Settings, engine: Engine, store: SqlStore, secret_key: 
     app.include_router(public.router)
     app.include_router(api.router)
     app.include_router(admin.router)
+    app.include_router(exceptions.router)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
@@ -121,6 +122,9 @@ class WebService:
         secret = settings.web.secret_key or await store.secret("session-key")
         app = create_app(settings, self.runtime.engine, store, secret)
         app.state.site.decisions = self.runtime.decisions
+        app.state.site.configure_exceptions(
+            settings.exceptions, self.runtime.signer, settings.exceptions.webhook_url or settings.monitor.webhook_url
+        )
         self.site = app.state.site
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_config=None, access_log=False, lifespan="off", server_header=False
@@ -148,6 +152,11 @@ class WebService:
         async def commit() -> None:
             if site is not None:
                 site.configure(settings.web, self.runtime.engine)
+                site.configure_exceptions(
+                    settings.exceptions,
+                    self.runtime.signer,
+                    settings.exceptions.webhook_url or settings.monitor.webhook_url,
+                )
 
         return commit
 

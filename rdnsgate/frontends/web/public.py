@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rdnsgate import __version__
 from rdnsgate.frontends.web.api import ApiError
+from rdnsgate.frontends.web.exceptions import offer
 from rdnsgate.frontends.web.pictures import chain_picture
 from rdnsgate.frontends.web.schema import ReportModel
 from rdnsgate.frontends.web.site import Refused, SiteDep
@@ -39,7 +40,10 @@ async def check_page(
     ip: Annotated[str, Query(max_length=100)] = "",
     helo: Annotated[str, Query(max_length=255)] = "",
     sender: Annotated[str, Query(max_length=320)] = "",
+    t: Annotated[str, Query(max_length=200)] = "",
 ) -> HTMLResponse:
+    """The check of one client; opened from a refusal's link (with its token `t`), also the way to ask for
+    a temporary exception (frontends/web/exceptions.py)."""
     form = {"ip": ip or site.visitor(request), "helo": helo, "sender": sender}
     if not ip.strip():
         return site.page(request, "check.html", form=form, result=None)
@@ -59,6 +63,8 @@ async def check_page(
         verdict=overall(report).value,
         picture=chain_picture(report),
         decisions=decisions,
+        exception=await offer(site, site.link_claim(ip, t), report) if t else None,
+        token=t,
         receivers=predict(report),
         caveat=CAVEAT,
         advice=advise(report, now),

@@ -22,15 +22,17 @@ from fastapi.templating import Jinja2Templates
 from rdnsgate import __version__
 from rdnsgate.access import Permission, may, token_actor, token_hash, web_actor
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.config import WebSettings
+from rdnsgate.config import ExceptionSettings, WebSettings
 from rdnsgate.frontends.web.auth import csrf_ok, csrf_token
 from rdnsgate.frontends.web.clientip import client_address, parse_networks
 from rdnsgate.frontends.web.ratelimit import RateLimiter
 from rdnsgate.model import Report
+from rdnsgate.monitor.alerts import Alerter
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.passwords import fingerprint
 from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
+from rdnsgate.policy.exceptions import LinkClaim, LinkSigner
 from rdnsgate.policy.serialize import overall
 from rdnsgate.storage import SqlStore
 
@@ -62,6 +64,10 @@ class Site:
     def __init__(self, web: WebSettings, engine: Engine, store: SqlStore) -> None:
         self.store = store
         self.decisions: DecisionLog | None = None  # the process's decision log, for /healthz
+        self.signer: LinkSigner | None = None  # checks the tokens of refusal links (policy/exceptions.py)
+        self.exceptions = ExceptionSettings()
+        self.alerter: Alerter | None = None  # the webhook of new exception requests
+        self.exception_limiter = RateLimiter(self.exceptions.request_rate / 3600, 3)
         self.configure(web, engine)
         self.running = 0  # anonymous checks in progress (web.max_concurrent_checks)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -74,6 +80,18 @@ class Site:
         self.trusted = parse_networks(web.trusted_proxies)
         self.checks_limiter = RateLimiter(web.check_rate, web.check_burst)
         self.login_limiter = RateLimiter(web.login_rate, max(1, int(web.login_rate)))
+
+    def configure_exceptions(self, settings: ExceptionSettings, signer: LinkSigner | None, webhook: str) -> None:
+        """Self-service exceptions: their settings, the link signer, where new requests are announced."""
+        self.exceptions, self.signer = settings, signer
+        self.exception_limiter = RateLimiter(settings.request_rate / 3600, 3)
+        self.alerter = Alerter(webhook, log_alerts=False) if webhook else None
+
+    def link_claim(self, ip: str, token: str) -> LinkClaim | None:
+        """What a refusal link's token says, when it is valid for `ip` now."""
+        if self.signer is None or not token:
+            return None
+        return self.signer.verify(token, ip.strip(), time.time(), self.exceptions.link_hours)
 
     def visitor(self, request: Request) -> str:
         peer = request.client.host if request.client else "0.0.0.0"
