@@ -15,6 +15,7 @@ from rdnsgate.checks.reasons import reasons_markdown
 from rdnsgate.config import SECTIONS, settings_markdown
 from rdnsgate.frontends.cli.exits import exits_markdown
 from rdnsgate.frontends.web.schema import (
+    AuthoritativeModel,
     ChainModel,
     CheckModel,
     LookupModel,
@@ -42,6 +43,7 @@ BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
             ("lookup", LookupModel),
             ("profile", ProfileAnswer),
             ("receiver", ReceiverAnswer),
+            ("authoritative", AuthoritativeModel),
         )
     },
     "receivers.md": {"receivers-table": receivers_markdown},

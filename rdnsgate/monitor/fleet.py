@@ -128,8 +128,18 @@ def _held_for(seen: IprevReport) -> int:
 
 
 def source_note(seen: IprevReport, at_source: IprevReport, at: datetime) -> str:
-    """What the zone's own servers say about a chain that failed through the resolvers."""
+    """What the zone's own servers say beside what the resolvers said (`seen`)."""
     outcome = at_source.result.result
+    if seen.result.result is Result.PASS:
+        if outcome is Result.PASS:
+            return f"the same at the source ({at_source.confirmed_name} confirms there)"
+        if outcome in (Result.FAIL, Result.PERMERROR):
+            until = at + timedelta(seconds=_held_for(seen))
+            return (
+                f"broken at the source ({at_source.result.detail}); resolvers may keep the old, good answer "
+                f"until {until:%H:%M} UTC"
+            )
+        return f"the zone's own servers could not be asked: {at_source.result.detail}"
     if outcome is Result.PASS:
         until = at + timedelta(seconds=_held_for(seen))
         return (

@@ -106,3 +106,14 @@ def report_dict(report: Report, decisions: dict[str, Decision], now: datetime | 
         if wait is None
         else {"after_seconds": wait, "at": (now + timedelta(seconds=wait)).isoformat(timespec="seconds")},
     }
+
+
+def source_dict(report: Report, at_source: IprevReport, now: datetime) -> dict[str, Any]:
+    """``authoritative`` of docs/check-json.md: the PTR chain as the zones' own servers give it now."""
+    from rdnsgate.monitor.fleet import source_note
+
+    return {
+        "chain": chain_dict(at_source),
+        "iprev": check_dict(at_source.result),
+        "note": source_note(report.iprev, at_source, now),
+    }

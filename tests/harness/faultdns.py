@@ -41,6 +41,7 @@ class Fault(StrEnum):
     CNAME_LOOP = "cname-loop"  # name -> loop-b.<name> -> name
     HUGE_TXT = "huge-txt"  # the real answer plus ~20 KB of TXT in the additional section
     DROP_FIRST = "drop-first"  # no reply to the first query of this name and type, then the real answers
+    NXDOMAIN = "nxdomain"  # "does not exist": a resolver that still holds an old negative answer
 
 
 @dataclass
@@ -103,7 +104,7 @@ class FaultResponder:
                 ("tcp" if tcp else "udp", question.name.to_text(True), dns.rdatatype.to_text(question.rdtype))
             )
         fault = self._fault_for(query)
-        if self.hostile == "nxdomain":  # a resolver that says nothing exists
+        if self.hostile == "nxdomain" or fault is Fault.NXDOMAIN:  # a resolver that says it does not exist
             reply = dns.message.make_response(query)
             reply.set_rcode(dns.rcode.NXDOMAIN)
             return [reply.to_wire()]

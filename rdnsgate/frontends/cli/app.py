@@ -58,6 +58,15 @@ def check(
     timeout: TimeoutOpt = 2.0,
     tries: TriesOpt = 3,
     max_ptr_names: Annotated[int, typer.Option(help="PTR names examined at most.", min=1, max=100)] = 10,
+    authoritative: Annotated[
+        bool,
+        typer.Option(
+            "--authoritative",
+            help="Also ask the zones' own servers for the PTR chain now, past every cache, and say when resolvers "
+            "will have the new answer.",
+        ),
+    ] = False,
+    authoritative_port: Annotated[int, typer.Option(help="The port of the zones' own servers.", min=1, max=65535)] = 53,
 ) -> None:
     """Check one client: its chain IP -> PTR -> A/AAAA -> HELO -> sender domain, what each profile
     would answer, and how to fix what is broken."""
@@ -70,11 +79,12 @@ def check(
     from rdnsgate.frontends.cli.check_view import render_check
     from rdnsgate.frontends.cli.exits import for_result
     from rdnsgate.lookups import build_resolver
-    from rdnsgate.model import Report
+    from rdnsgate.lookups.authority import AuthorityLookups
+    from rdnsgate.model import IprevReport, Report
     from rdnsgate.policy.decide import decide
     from rdnsgate.policy.evaluate import Engine
     from rdnsgate.policy.profiles import BUILTIN
-    from rdnsgate.policy.serialize import overall, report_dict
+    from rdnsgate.policy.serialize import overall, report_dict, source_dict
 
     try:
         address = parse_ip(ip)
@@ -82,23 +92,34 @@ def check(
         raise usage_error(f"{ip!r} is not an IP address") from None
     dns = DnsSettings(nameservers=tuple(nameserver or ()), timeout=timeout, tries=tries)
 
-    async def go() -> Report:
+    async def go() -> tuple[Report, IprevReport | None]:
         resolver = build_resolver(dns)
+        engine = Engine(resolver, CheckSettings(max_ptr_names=max_ptr_names))
         try:
-            return await Engine(resolver, CheckSettings(max_ptr_names=max_ptr_names)).report(address, helo, sender)
+            report = await engine.report(address, helo, sender)
+            if not authoritative:
+                return report, None
+            source = AuthorityLookups(resolver, port=authoritative_port, timeout=timeout)
+            try:
+                return report, await engine.iprev_at_source(source, address)
+            finally:
+                await source.close()
         finally:
             await resolver.close()
 
     try:
-        report = run_loop(go())
+        report, at_source = run_loop(go())
     except RdnsgateError as exc:
         raise usage_error(str(exc)) from None
     decisions = {name: decide(report, profile) for name, profile in BUILTIN.items()}
     now = datetime.now(UTC)
     if as_json:
-        sys.stdout.write(json.dumps(report_dict(report, decisions, now), indent=2) + "\n")
+        out = report_dict(report, decisions, now)
+        if at_source is not None:
+            out["authoritative"] = source_dict(report, at_source, now)
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
-        render_check(Console(highlight=False), report, decisions, now)
+        render_check(Console(highlight=False), report, decisions, now, at_source)
     raise typer.Exit(for_result(overall(report)))
 
 

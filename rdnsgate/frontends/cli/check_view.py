@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from rdnsgate.model import Lookup, Report, Result, Status
+from rdnsgate.model import IprevReport, Lookup, Report, Result, Status
 from rdnsgate.policy.advice import advise, recheck_after
 from rdnsgate.policy.decide import Decision
 from rdnsgate.policy.receivers import CAVEAT, predict
@@ -62,9 +62,26 @@ def chain_tree(report: Report) -> Tree:
     return tree
 
 
-def render_check(console: Console, report: Report, decisions: dict[str, Decision], now: datetime) -> None:
+def render_check(
+    console: Console,
+    report: Report,
+    decisions: dict[str, Decision],
+    now: datetime,
+    at_source: IprevReport | None = None,
+) -> None:
     console.print(chain_tree(report))
     console.print()
+    if at_source is not None:
+        from rdnsgate.monitor.fleet import source_note
+
+        source = Tree(f"[bold]At the zones' own servers, now[/]  iprev {_word(at_source.result.result)}")
+        source.add(f"PTR {escape(at_source.ptr.qname)}: {_lookup(at_source.ptr)}")
+        for forward in at_source.names:
+            mark = "[green]confirms[/]" if forward.confirms else "[red]does not confirm[/]"
+            source.add(f"{escape(forward.name)} -> {_lookup(forward.lookup)}  {mark}")
+        source.add(escape(source_note(report.iprev, at_source, now)))
+        console.print(source)
+        console.print()
 
     checks = Table(title="Checks", title_justify="left", show_edge=False)
     for column in ("check", "result", "reason", "detail"):

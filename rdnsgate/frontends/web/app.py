@@ -122,6 +122,7 @@ class WebService:
         secret = settings.web.secret_key or await store.secret("session-key")
         app = create_app(settings, self.runtime.engine, store, secret)
         app.state.site.decisions = self.runtime.decisions
+        app.state.site.authoritative_port = settings.monitor.authoritative_port
         app.state.site.configure_exceptions(
             settings.exceptions, self.runtime.signer, settings.exceptions.webhook_url or settings.monitor.webhook_url
         )

@@ -18,6 +18,7 @@ from rdnsgate.frontends.web.exceptions import offer
 from rdnsgate.frontends.web.pictures import chain_picture
 from rdnsgate.frontends.web.schema import ReportModel
 from rdnsgate.frontends.web.site import Refused, SiteDep
+from rdnsgate.monitor.fleet import source_note
 from rdnsgate.monitor.metrics import METRICS, REGISTRY
 from rdnsgate.policy.advice import advise, recheck_after
 from rdnsgate.policy.decide import decide
@@ -41,10 +42,11 @@ async def check_page(
     helo: Annotated[str, Query(max_length=255)] = "",
     sender: Annotated[str, Query(max_length=320)] = "",
     t: Annotated[str, Query(max_length=200)] = "",
+    authoritative: bool = False,
 ) -> HTMLResponse:
     """The check of one client; opened from a refusal's link (with its token `t`), also the way to ask for
     a temporary exception (frontends/web/exceptions.py)."""
-    form = {"ip": ip or site.visitor(request), "helo": helo, "sender": sender}
+    form = {"ip": ip or site.visitor(request), "helo": helo, "sender": sender, "authoritative": authoritative}
     if not ip.strip():
         return site.page(request, "check.html", form=form, result=None)
     try:
@@ -52,6 +54,7 @@ async def check_page(
     except Refused as exc:
         return site.page(request, "check.html", exc.status, form=form, result=None, error=exc.message)
     now = datetime.now(UTC)
+    at_source = await site.at_source(report.ip) if authoritative else None
     decisions = {name: decide(report, profile) for name, profile in BUILTIN.items()}
     wait = recheck_after(report)
     share = "/check?" + urlencode({k: v for k, v in (("ip", ip), ("helo", helo), ("sender", sender)) if v})
@@ -64,6 +67,8 @@ async def check_page(
         picture=chain_picture(report),
         decisions=decisions,
         exception=await offer(site, site.link_claim(ip, t), report) if t else None,
+        at_source=at_source,
+        source_note=source_note(report.iprev, at_source, now) if at_source is not None else None,
         token=t,
         receivers=predict(report),
         caveat=CAVEAT,

@@ -111,6 +111,14 @@ class ReceiverAnswer(_Strict):
     source: str = Field(description="where the model comes from (docs/receivers.md)")
 
 
+class AuthoritativeModel(_Strict):
+    chain: ChainModel = Field(description="the PTR chain as the zones' own servers give it now, past every cache")
+    iprev: CheckModel = Field(description="the iprev check on that chain")
+    note: str = Field(
+        description="beside what resolvers see: fixed at the source, and until when resolvers may keep the old answer"
+    )
+
+
 class ReportModel(_Strict):
     """One client's chain IP → PTR → A/AAAA → HELO → sender domain, its checks, each profile's answer, the fix."""
 
@@ -136,6 +144,9 @@ class ReportModel(_Strict):
         "receiver answer each, below; likely, not certain: receivers change their rules"
     )
     advice: list[AdviceStep] = Field(description='fix steps: `{"check": "iprev", "text": "..."}`, most important first')
+    authoritative: AuthoritativeModel | None = Field(
+        None, description="only with `check --authoritative` (or the page's box): the zones' own servers' view, below"
+    )
     recheck: Recheck | None = Field(
         description='`{"after_seconds": 600, "at": "2026-11-23T10:40:00+00:00"}`: when every negative answer '
         "behind a failure has expired from resolver caches (the longest negative TTL), or null"

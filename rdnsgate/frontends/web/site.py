@@ -26,7 +26,8 @@ from rdnsgate.config import ExceptionSettings, WebSettings
 from rdnsgate.frontends.web.auth import csrf_ok, csrf_token
 from rdnsgate.frontends.web.clientip import client_address, parse_networks
 from rdnsgate.frontends.web.ratelimit import RateLimiter
-from rdnsgate.model import Report
+from rdnsgate.lookups.authority import AuthorityLookups
+from rdnsgate.model import IPAddress, IprevReport, Report
 from rdnsgate.monitor.alerts import Alerter
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.passwords import fingerprint
@@ -67,6 +68,7 @@ class Site:
         self.signer: LinkSigner | None = None  # checks the tokens of refusal links (policy/exceptions.py)
         self.exceptions = ExceptionSettings()
         self.alerter: Alerter | None = None  # the webhook of new exception requests
+        self.authoritative_port = 53  # where the zones' own servers answer (monitor.authoritative_port)
         self.exception_limiter = RateLimiter(self.exceptions.request_rate / 3600, 3)
         self.configure(web, engine)
         self.running = 0  # anonymous checks in progress (web.max_concurrent_checks)
@@ -86,6 +88,14 @@ class Site:
         self.exceptions, self.signer = settings, signer
         self.exception_limiter = RateLimiter(settings.request_rate / 3600, 3)
         self.alerter = Alerter(webhook, log_alerts=False) if webhook else None
+
+    async def at_source(self, ip: IPAddress) -> IprevReport:
+        """The PTR chain of `ip` as the zones' own servers give it now (on ``monitor.authoritative_port``)."""
+        source = AuthorityLookups(self.engine.resolver, port=self.authoritative_port)
+        try:
+            return await self.engine.iprev_at_source(source, ip)
+        finally:
+            await source.close()
 
     def link_claim(self, ip: str, token: str) -> LinkClaim | None:
         """What a refusal link's token says, when it is valid for `ip` now."""
