@@ -110,6 +110,9 @@ class GatewaySettings:
     tls_cert: str = setting("", "PEM certificate chain; STARTTLS is offered when set (with `tls_key`)")
     tls_key: str = setting("", "PEM private key")
     trusted_proxies: tuple[str, ...] = setting((), "IPs/CIDRs whose PROXY header or XCLIENT is believed")
+    trusted_networks: tuple[str, ...] = setting(
+        (), "networks (CIDR) whose clients are not checked (your own relays, monitoring): no lookups, logged as skipped"
+    )
     proxy_protocol: bool = setting(
         False, "expect a PROXY v1/v2 header from trusted proxies (others are served directly)"
     )
@@ -137,6 +140,7 @@ class GatewaySettings:
             _positive(f"gateway.{key}", getattr(self, key))
         _at_least("gateway.workers", self.workers, 0)
         _networks("gateway.trusted_proxies", self.trusted_proxies)
+        _networks("gateway.trusted_networks", self.trusted_networks)
         _domains("gateway.relay_domains", self.relay_domains)
         for item in self.listen:
             parse_listen(item, "gateway.listen")
@@ -175,11 +179,7 @@ class PolicySettings:
     )
 
     def __post_init__(self) -> None:
-        for item in self.trusted_networks:
-            try:
-                ipaddress.ip_network(item.strip(), strict=False)
-            except ValueError:
-                raise ConfigError(f"policy.trusted_networks: {item!r} is not a network (CIDR)") from None
+        _networks("policy.trusted_networks", self.trusted_networks)
         if not self.listen and not self.exim_listen:
             raise ConfigError("policy.listen (or policy.exim_listen) needs at least one address")
         for key, items in (("policy.listen", self.listen), ("policy.exim_listen", self.exim_listen)):

@@ -20,6 +20,8 @@ session owns everything that decides a reply:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -97,6 +99,7 @@ class Policy:
     footer: str | None = None
     node: str = ""
     signer: LinkSigner | None = None  # signs the check page's link in refusals (policy/exceptions.py)
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # clients not checked at all
     # Decisions already made on a report shared by many sessions (RecentReports): (report, entry, decision)
     # by (id(report), id(entry)); checked by identity, so a reused id never answers for another report.
     _decided: dict[tuple[int, int], tuple[Report, WhitelistEntry | None, Decision]] = field(
@@ -124,7 +127,15 @@ class Policy:
             settings.reject_footer or None,
             node or hostname,
             signer,
+            tuple(
+                ipaddress.ip_network(item.strip(), strict=False) for item in getattr(settings, "trusted_networks", ())
+            ),
         )
+
+    def trusted_reason(self, ip: IPAddress) -> str | None:
+        """Why `ip` is not checked at all (a trusted network), or None."""
+        network = next((net for net in self.trusted if ip.version == net.version and ip in net), None)
+        return None if network is None else f"trusted network {network}"
 
     def decide(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:
         key = (id(report), id(whitelisted))
@@ -226,6 +237,7 @@ class Session:
         self.sender_domain: str | None = None
         self.sender_result: CheckResult = NO_SENDER
         self._accepted_recorded = False
+        self.skipped: str | None = None  # why this client is not checked at all (a trusted network)
         self._cached: tuple[int, int, Report, Decision] | None = None  # (state version, whitelist id, ...)
         self._shared: tuple[int, Report] | None = None  # (state version, a RecentReports report equal to ours)
         self._version = 0
@@ -237,7 +249,8 @@ class Session:
         self.close()
         self.ip = ip
         self._version += 1
-        if Check.IPREV in self.policy.off:
+        self.skipped = self.policy.trusted_reason(ip) if self.policy.trusted else None
+        if Check.IPREV in self.policy.off or self.skipped:
             self._iprev = IprevReport(ip, switched_off(Check.IPREV), Lookup("", "PTR", Status.NODATA))
         elif look_up:
             self._start_iprev()
@@ -276,7 +289,7 @@ class Session:
     # -- the commands -------------------------------------------------------------------------------
     async def _helo_results(self, name: str) -> tuple[CheckResult, CheckResult]:
         """The HELO check and its alignment; the HELO lookups run while the iprev lookup may still be running."""
-        if Check.HELO in self.policy.off:
+        if Check.HELO in self.policy.off or self.skipped:
             return switched_off(Check.HELO), switched_off(Check.HELO_ALIGN)
         form = classify_helo(name)
         (a, aaaa, mx), iprev = await asyncio.gather(self.engine.helo_lookups(form), self.iprev())
@@ -292,7 +305,7 @@ class Session:
         self._version += 1
 
     async def _sender_result(self, form: SenderForm) -> CheckResult:
-        if Check.SENDER in self.policy.off:
+        if Check.SENDER in self.policy.off or self.skipped:
             return switched_off(Check.SENDER)
         return await self.engine.sender_check(form)
 
@@ -391,7 +404,7 @@ class Session:
     @property
     def _generic_off(self) -> bool:
         """Switched off, or without its input: the PTR name comes from the iprev check."""
-        return Check.GENERIC in self.policy.off or Check.IPREV in self.policy.off
+        return Check.GENERIC in self.policy.off or Check.IPREV in self.policy.off or self.skipped is not None
 
     async def report(self) -> Report:
         shared = self._shared
@@ -446,6 +459,7 @@ class Session:
                 return
             self._accepted_recorded = True
         if self.recorder is not None:
-            self.recorder.record(
-                make_record(report, decision, session=self.id, recipients=list(recipients), node=self.policy.node)
-            )
+            record = make_record(report, decision, session=self.id, recipients=list(recipients), node=self.policy.node)
+            if self.skipped is not None:  # not checked at all: say so, and why
+                record = dataclasses.replace(record, action="skipped", whitelisted=self.skipped)
+            self.recorder.record(record)

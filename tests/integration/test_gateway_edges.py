@@ -252,6 +252,24 @@ def test_generic_ptr_is_logged_and_refused_only_when_an_admin_says_so(
         refusing.stop()
 
 
+def test_trusted_networks_are_not_checked_and_logged_as_skipped(
+    tmp_path: Path, _responder: FaultResponder, next_hop: NextHop, stores: Stores
+) -> None:
+    extra = 'trusted_networks = ["127.0.10.2/32"]\n'
+    gateway = GatewayProcess(
+        tmp_path, settings(_responder.nameserver, next_hop.url, "strict", extra, store=stores.url(tmp_path))
+    ).start()
+    try:
+        assert transact(gateway, source=NO_PTR, helo="nxhost.example.org").stage == "done"  # strict would refuse
+        assert transact(gateway, source="127.0.10.3").code == 550  # not trusted: checked
+        found = gateway.run("decisions", "--ip", NO_PTR, "--json")
+        record = json.loads(found.stdout.splitlines()[0])
+        assert record["action"] == "skipped" and record["whitelisted"] == "trusted network 127.0.10.2/32", record
+        assert all(item["reason"] == "off" for item in record["checks"].values())  # nothing was looked up
+    finally:
+        gateway.stop()
+
+
 def test_maildir_without_next_hop(tmp_path: Path, _responder: FaultResponder, stores: Stores) -> None:
     gateway = GatewayProcess(
         tmp_path, settings(_responder.nameserver, "", "classic", store=stores.url(tmp_path))
