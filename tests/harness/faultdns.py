@@ -29,6 +29,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from tests.harness.knot import free_port
+
 
 class Fault(StrEnum):
     TIMEOUT = "timeout"
@@ -195,9 +197,25 @@ class FaultResponder:
             daemon_threads = True
             allow_reuse_address = True
 
-        udp = UdpServer((self.address, self.port), Udp)
-        self.port = udp.server_address[1]
-        tcp = TcpServer((self.address, self.port), Tcp)
+        # Port 0 would be the kernel's pick from the ephemeral range, free for UDP but maybe taken for TCP by
+        # an outgoing connection: take one below that range (free_port), and another if it went meanwhile.
+        for attempt in range(5):
+            port = self.port or free_port(self.address)
+            try:
+                udp = UdpServer((self.address, port), Udp)
+            except OSError:
+                if self.port or attempt == 4:
+                    raise
+                continue
+            try:
+                tcp = TcpServer((self.address, port), Tcp)
+            except OSError:
+                udp.server_close()
+                if self.port or attempt == 4:
+                    raise
+                continue
+            break
+        self.port = port
         self._servers = [udp, tcp]
         for server in self._servers:
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
