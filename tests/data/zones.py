@@ -116,6 +116,15 @@ def zones() -> list[Zone]:
         (161, "dyn-161-2.pool.example.net"),  # a pool keyword beside the last two octets, reversed
         (162, "192-0-2-162.static.example.net"),  # the address, but static: exempt
         (163, "mx163.example.net"),  # a mail server's name
+        # Haraka's fcrdns tests (is_generic_rdns) and pymilter's dynip doctests, their names and addresses
+        # mapped into 192.0.2.0/24 and example.net
+        (170, "mail.artfarm.example.net"),  # Haraka: mail.<domain>, not generic
+        (136, "dsl-192-0-2-136.asretelecom.example.net"),  # Haraka: generic
+        (159, "c-192-0-2-159.hsd1.wa.comcast.example.net"),  # Haraka: generic
+        (158, "c-192-0-2-158.business.wa.comcast.example.net"),  # Haraka: business, not generic
+        (112, "post3.fabulousdealz.example.net"),  # pymilter: not dynamic
+        (177, "adsl-192-0-2-177.dsl.emhril.ameritech.example.net"),  # pymilter: dynamic
+        (151, "c-192-0-2-151.hsd1.mn.comcast.example.net"),  # pymilter: dynamic
     ):
         rev4.add(str(last), "PTR", f"{name}.")
         net.add(name.removesuffix(".example.net"), "A", f"{V4}.{last}")

@@ -61,6 +61,25 @@ SCENARIOS = [
     S("generic-static", ["192.0.2.162"], "pass/confirmed", exit=0, extra={"checks.generic.reason": "static"}),
     S("generic-mail-host", ["192.0.2.163"], "pass/confirmed", exit=0, extra={"checks.generic.reason": "mail-host"}),
     S("generic-no-ptr", ["192.0.2.2"], "permerror/no-ptr", exit=1, extra={"checks.generic.reason": "no-ptr"}),
+    # Haraka's and pymilter's public examples, mapped into the test zones (tests/data/zones.py)
+    *(
+        S(
+            f"generic-peer-{last}",
+            [f"192.0.2.{last}"],
+            "pass/confirmed",
+            exit=0,
+            extra={"checks.generic.reason": reason},
+        )
+        for last, reason in (
+            (170, "mail-host"),
+            (136, "embeds-address"),
+            (159, "embeds-address"),
+            (158, "static"),
+            (112, "mail-host"),
+            (177, "embeds-address"),
+            (151, "embeds-address"),
+        )
+    ),
     # --- iprev, IPv4 ----------------------------------------------------------------------
     S("v4-pass", [C], "pass/confirmed", exit=0, confirmed="mail.example.org"),
     S(
