@@ -20,7 +20,6 @@ for a temporary error, and in ``monitor`` ``PREPEND Authentication-Results:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 from collections import OrderedDict
@@ -30,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rdnsgate.checks.names import parse_ip
-from rdnsgate.config import PolicySettings, Settings
+from rdnsgate.config import Settings
 from rdnsgate.frontends.exim_socket import EximService, serve_exim
 from rdnsgate.frontends.listen import listen_on
 from rdnsgate.model import DecisionRecord, WhitelistEntry
@@ -41,8 +40,6 @@ from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
 from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder
 from rdnsgate.runtime import Commit, Deadline, Runtime
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 if TYPE_CHECKING:
     from rdnsgate.privileges import Listeners
@@ -142,27 +139,19 @@ class PolicyService:
         self.max_instances = max_instances
         self.recent = RecentReports(max_instances)
         self.requests = 0
-        self.skip_authenticated = True
-        self.trusted: tuple[IPNetwork, ...] = ()
+        self.skip_authenticated = True  # policy.skip_authenticated; trusted networks are the Policy's
         self._skipped: OrderedDict[str, None] = OrderedDict()  # Postfix sessions logged as skipped already
-
-    def configure_skips(self, settings: PolicySettings) -> None:
-        self.skip_authenticated = settings.skip_authenticated
-        self.trusted = tuple(ipaddress.ip_network(item.strip(), strict=False) for item in settings.trusted_networks)
 
     def skip_reason(self, request: dict[str, str]) -> str | None:
         """Why this client is not checked at all (submission, a trusted network), or None."""
         user = request.get("sasl_username", "")
         if user and self.skip_authenticated:
             return f"authenticated as {user[:100]}"
-        if self.trusted:
+        if self.policy.trusted:
             try:
-                ip = parse_ip(request.get("client_address", ""))
+                return self.policy.trusted_reason(parse_ip(request.get("client_address", "")))
             except ValueError:
                 return None
-            network = next((net for net in self.trusted if ip.version == net.version and ip in net), None)
-            if network is not None:
-                return f"trusted network {network}"
         return None
 
     def _skipped_once(self, request: dict[str, str], why: str) -> None:
@@ -298,7 +287,7 @@ class PolicyRunner:
             max_instances=settings.max_instances,
             whitelist=runtime,
         )
-        self.service.configure_skips(settings)
+        self.service.skip_authenticated = settings.skip_authenticated
         self.servers: list[asyncio.base_events.Server] = []
         self._untrack: Callable[[], None] | None = None
 
@@ -320,7 +309,7 @@ class PolicyRunner:
         async def commit() -> None:
             service = self.service
             service.policy, service.engine, service.max_instances = policy, self.runtime.engine, new.max_instances
-            service.configure_skips(new)
+            service.skip_authenticated = new.skip_authenticated
             self.runtime.refresh_whitelist(new.whitelist_refresh)
 
         return commit
