@@ -275,6 +275,9 @@ def search_terms(
 
     Empty fields search nothing; times are "2h", "7d" ago or ISO times.  Raises UsageError.
     """
+    for name, value in (("ip", ip), ("sender", sender), ("helo", helo), ("since", since), ("until", until)):
+        if value and "\x00" in value:  # no record holds one, and PostgreSQL refuses it in a query
+            raise UsageError(f"{name} contains a NUL character")
     client = None
     if ip and ip.strip():
         try:

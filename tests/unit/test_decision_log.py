@@ -88,3 +88,14 @@ async def test_beyond_the_bound_records_are_dropped_counted_and_said_once_a_minu
     assert log.dropped == 40 and log.backlog == 0
     said = [item.message for item in caplog.records if "dropped" in item.message]
     assert len(said) == 2 and "40 dropped since start" in said[-1]
+
+
+def test_a_search_with_a_nul_character_is_a_usage_error() -> None:
+    """PostgreSQL refuses NUL in a query: the search says so instead of failing inside the store."""
+    from rdnsgate.errors import UsageError
+    from rdnsgate.policy.decision_log import search_terms
+
+    for field in ("ip", "sender", "helo", "since", "until"):
+        values = {"ip": None, "sender": None, "helo": None, "since": None, "until": None, field: "a\x00b"}
+        with pytest.raises(UsageError, match=f"{field} contains a NUL character"):
+            search_terms(**values, now=datetime.now(UTC))  # type: ignore[arg-type]
