@@ -488,12 +488,15 @@ def test_whitelist_during_a_run_and_the_decision_log(gateways: dict[str, Gateway
 
 def test_whitelist_entry_expires(gateways: dict[str, GatewayProcess]) -> None:
     gateway = gateways["strict"]
-    assert gateway.run("whitelist", "add", MISMATCH, "--reason", "short test", "--expires", "3s").returncode == 0
-    deadline = time.monotonic() + 10
+    # 8 s leaves room for a slow CLI start on a loaded machine: the entry must be seen
+    # before it expires, or the first loop could never succeed.
+    lifetime = 8.0
+    start = time.monotonic()
+    assert gateway.run("whitelist", "add", MISMATCH, "--reason", "short test", "--expires", "8s").returncode == 0
     while transact(gateway, source=MISMATCH).code != 250:
-        assert time.monotonic() < deadline
+        assert time.monotonic() < start + lifetime, "the running gateway never let the whitelisted client in"
         time.sleep(0.2)
-    deadline = time.monotonic() + 10  # the entry expires after 3 s; the next refresh drops it
+    deadline = start + lifetime + 10  # after it expires, the next refresh drops it
     while transact(gateway, source=MISMATCH).code != 550:
         assert time.monotonic() < deadline, "the expired entry still lets the client in"
         time.sleep(0.2)
