@@ -62,7 +62,7 @@ def _serve(
     storage: str | None,
     allow_root: bool = False,
 ) -> None:
-    from rdnsgate.runtime import configure_logging
+    from rdnsgate.logs import configure_logging
     from rdnsgate.supervisor import ServiceFailed, run_gateway_processes, run_services, worker_count
 
     flags = _with_store_and_dns(overrides, nameserver, storage)

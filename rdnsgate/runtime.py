@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
@@ -125,43 +124,6 @@ async def cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line with stable keys: time (UTC, ISO 8601), level, logger, and the message;
-    a decision line (already a JSON object) carries its own fields instead of `message`."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
-        message = record.getMessage()
-        if message.startswith('{"event":'):
-            line.update(json.loads(message))
-        else:
-            line["message"] = message
-        if record.exc_info:
-            line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"))
-
-
-def configure_logging(level: int | str = logging.INFO, form: str = "text") -> None:
-    """Log to stderr at `level` (a number or `debug`/`info`/…), as `text` or `json` lines."""
-    # The format names no source line, thread or process: do not gather them for every record
-    # (the decision log writes one per message; the logging docs' "Optimization" section).
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter() if form == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper() if isinstance(level, str) else level)
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # its plugins, at every start
 
 
 class Runtime:

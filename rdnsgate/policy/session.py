@@ -226,6 +226,7 @@ class Session:
         self.id = id
         self.recent = recent
         self.ip: IPAddress | None = None
+        self._ip_text = ""  # str(ip), which the policy service's every request asks for
         self._iprev: asyncio.Task[IprevReport] | IprevReport | None = None
         self.helo_name: str | None = None  # the name whose verdict stands
         self._helo_seen = False
@@ -247,7 +248,7 @@ class Session:
         """The client is `ip` (at connect, or when a trusted proxy says so): start its iprev lookup now,
         or (`look_up` false: the policy service, whose first request may find a recent report) when needed."""
         self.close()
-        self.ip = ip
+        self.ip, self._ip_text = ip, str(ip)
         self._version += 1
         self.skipped = self.policy.trusted_reason(ip) if self.policy.trusted else None
         if Check.IPREV in self.policy.off or self.skipped:
@@ -347,7 +348,7 @@ class Session:
         sender_changed = sender is not None and sender != self.sender_given
         if not helo_changed and not sender_changed:
             return
-        key = (str(self.ip), helo or "", sender or "")
+        key = (self._ip_text, helo or "", sender or "")
         known = self.recent.get(key) if self.recent is not None else None
         if known is not None:
             self.close()
