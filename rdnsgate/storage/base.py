@@ -56,7 +56,7 @@ def create_engine(settings: StorageSettings) -> AsyncEngine:
     url = async_url(settings.url)
     if not url.startswith("postgresql"):
         engine = create_async_engine(url)
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     connect: dict[str, Any] = {"timeout": CONNECT_SECONDS, "command_timeout": STATEMENT_SECONDS}
     if settings.pgbouncer:
@@ -77,7 +77,8 @@ def create_engine(settings: StorageSettings) -> AsyncEngine:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """What every connection to a SQLite store sets first (the engine's, and the decision writer's)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=5000")  # first: the WAL switch itself may wait for another process
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -35,6 +35,7 @@ class SqlStore(ExceptionTables, DecisionTables, FleetTables, AdminTables, NodeTa
             await connection.run_sync(upgrade)
 
     async def close(self) -> None:
+        await self.decisions_close()
         await self.engine.dispose()
 
 
