@@ -22,16 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import Settings
 from rdnsgate.frontends.exim_socket import EximService, serve_exim
-from rdnsgate.frontends.listen import listen_on
+from rdnsgate.frontends.listen import listen_protocol
 from rdnsgate.model import DecisionRecord, WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decide import Decision
@@ -56,7 +56,8 @@ class ProtocolError(ValueError):
     """The peer broke the protocol: log a warning and disconnect (Exim's face: a ``defer`` answer)."""
 
 
-_REQUEST = re.compile(rb"(?:[A-Za-z0-9_]+=[^\n]*\n)*[A-Za-z0-9_]+=[^\n]*\Z")
+_LINE = re.compile(rb"[A-Za-z0-9_]+=[^\n]*\Z")
+_NAMES = re.compile(r"[A-Za-z0-9_]+")
 
 
 class RequestParser:
@@ -88,23 +89,36 @@ class RequestParser:
                 raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
             if max(map(len, lines)) > MAX_LINE:
                 raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-            if _REQUEST.match(block) is None:
-                bad = next(line for line in lines if _REQUEST.match(line) is None)
-                raise ProtocolError(f"malformed line {bad[:60]!r}")
-            yield {
-                name.decode("ascii"): value.decode("utf-8", "replace")
-                for name, _, value in (line.partition(b"=") for line in lines)
-            }
+            yield attributes(block)
 
     def _check_partial(self) -> None:
         """An unfinished request must already be within the limits."""
         buffer = self._buffer
+        if not buffer:
+            return
         if len(buffer) > MAX_REQUEST:
             raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
         if max(map(len, buffer.split(b"\n"))) > MAX_LINE:
             raise ProtocolError(f"line longer than {MAX_LINE} bytes")
         if buffer.count(b"\n") > MAX_ATTRIBUTES:
             raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
+
+
+def attributes(block: bytes) -> dict[str, str]:
+    """The ``name=value`` lines of a request, values decoded as UTF-8 (bad bytes replaced); ProtocolError
+    names the first line that is not ``name=value`` with a name of ASCII letters, digits and ``_``.
+
+    Decoded as a whole, then split: a newline or ``=`` is never part of a multi-byte sequence, so this is
+    what decoding each name and value alone gives (a property test holds the two together).
+    """
+    try:
+        request = dict(line.split("=", 1) for line in block.decode("utf-8", "replace").split("\n"))
+    except ValueError:  # a line without "="
+        request = {}
+    if not request or "" in request or _NAMES.fullmatch("".join(request)) is None:
+        bad = next((line for line in block.split(b"\n") if _LINE.match(line) is None), block)
+        raise ProtocolError(f"malformed line {bad[:60]!r}")
+    return request
 
 
 def reply(action: str) -> bytes:
@@ -245,31 +259,129 @@ class PolicyService:
             return f"PREPEND {header[0]}: {header[1]}"
         return "DUNNO"
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or "unix socket"
-        parser = RequestParser()
+
+MAX_WAITING = 100  # requests read ahead of the one being answered, before reading pauses
+
+
+class _Resumed:
+    """The rest of a coroutine stepped by hand until it stopped at `awaited` (what it waits for): awaiting
+    this passes what it yields up to the task and what the task sends down, as ``yield from`` would."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, str], awaited: Any) -> None:
+        self.coroutine, self.awaited = coroutine, awaited
+
+    def __await__(self) -> Generator[Any, Any, str]:
+        coroutine, value = self.coroutine, self.awaited
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # a cancellation, passed on
+                try:
+                    value = coroutine.throw(exc)
+                except StopIteration as done:
+                    return cast(str, done.value)
+            else:
+                try:
+                    value = coroutine.send(sent)
+                except StopIteration as done:
+                    return cast(str, done.value)
+
+
+class PolicyConnection(asyncio.Protocol):
+    """One policy client: requests answered in order, each in the callback that read it when it needs no
+    lookup (a known client: most of them), else by a task that then answers the requests read meanwhile.
+
+    Reading pauses while the client does not read its answers or sends far ahead of them, so memory
+    stays bounded.
+    """
+
+    def __init__(self, service: PolicyService) -> None:
+        self.service = service
+        self.parser = RequestParser()
+        self.transport: asyncio.Transport | None = None
+        self.peer: object = "unix socket"
+        self.waiting: deque[dict[str, str]] = deque()
+        self.task: asyncio.Task[None] | None = None  # answering a request that waits for DNS, then `waiting`
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername") or "unix socket"
+
+    def data_received(self, data: bytes) -> None:
         try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    return
-                for request in parser.feed(data):
-                    writer.write(reply(await self.answer(request)))
-                await writer.drain()
+            for request in self.parser.feed(data):
+                if self.task is not None:
+                    self.waiting.append(request)
+                    if len(self.waiting) >= MAX_WAITING and self.transport is not None:
+                        self.transport.pause_reading()
+                else:
+                    self._answer(request)
         except ProtocolError as exc:
-            log.warning("policy client %s: %s; disconnecting", peer, exc)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+            self._trouble(exc)
         except Exception:
-            log.exception("policy client %s: internal error; disconnecting", peer)
+            log.exception("policy client %s: internal error; disconnecting", self.peer)
+            self._close()
+
+    def _answer(self, request: dict[str, str]) -> None:
+        """Answer at once when the answer needs no waiting; else start the task that waits for it."""
+        coroutine = self.service.answer(request)
+        try:
+            awaited = coroutine.send(None)
+        except StopIteration as done:
+            self._write(done.value)
+            return
+        self.task = asyncio.get_running_loop().create_task(self._later(_Resumed(coroutine, awaited)))
+
+    async def _later(self, first: _Resumed) -> None:
+        try:
+            self._write(await first)
+            while self.waiting:
+                if self.transport is not None and len(self.waiting) < MAX_WAITING:
+                    self.transport.resume_reading()
+                self._write(await self.service.answer(self.waiting.popleft()))
+        except ProtocolError as exc:
+            self._trouble(exc)
+        except Exception:
+            log.exception("policy client %s: internal error; disconnecting", self.peer)
+            self._close()
         finally:
-            writer.close()
+            self.task = None
+
+    def _write(self, action: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply(action))
+
+    def _trouble(self, exc: ProtocolError) -> None:
+        log.warning("policy client %s: %s; disconnecting", self.peer, exc)
+        self._close()
+
+    def _close(self) -> None:
+        self.waiting.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:  # the client does not read its answers: read no more requests
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and len(self.waiting) < MAX_WAITING:
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.waiting.clear()
+        if self.task is not None:
+            self.task.cancel()
+        self.transport = None
 
 
 async def serve_policy(
     service: PolicyService, listen: list[str], listeners: Listeners | None = None
 ) -> list[asyncio.base_events.Server]:
-    return await listen_on(service.handle, listen, listeners, "policy service")
+    return await listen_protocol(lambda: PolicyConnection(service), listen, listeners, "policy service")
 
 
 class PolicyRunner:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rdnsgate.frontends.policy_server import MAX_ATTRIBUTES, ProtocolError, RequestParser, reply
+from rdnsgate.frontends.policy_server import MAX_ATTRIBUTES, ProtocolError, RequestParser, attributes, reply
 
 REQUEST = (
     b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.1\n"
@@ -54,3 +56,35 @@ def test_trouble_is_a_protocol_error(data: bytes, words: str) -> None:
 
 def test_reply_format() -> None:
     assert reply("DUNNO") == b"action=DUNNO\n\n"
+
+
+def each_line_alone(block: bytes) -> dict[str, str]:
+    """The general way: every name and value decoded on its own."""
+    return {
+        name.decode("ascii"): value.decode("utf-8", "replace")
+        for name, _, value in (line.partition(b"=") for line in block.split(b"\n"))
+    }
+
+
+names = st.from_regex(rb"\A[A-Za-z0-9_]{1,12}\Z")
+values = st.binary(max_size=40).filter(lambda value: b"\n" not in value)
+
+
+@given(st.lists(st.tuples(names, values), min_size=1, max_size=12))
+def test_attributes_decoded_as_a_whole_as_each_alone(pairs: list[tuple[bytes, bytes]]) -> None:
+    block = b"\n".join(name + b"=" + value for name, value in pairs)
+    assert attributes(block) == each_line_alone(block)
+    assert parse_all([block + b"\n\n"]) == [each_line_alone(block)]
+
+
+WHOLE = re.compile(rb"(?:[A-Za-z0-9_]+=[^\n]*\n)*[A-Za-z0-9_]+=[^\n]*\Z")  # a well-formed request, in one regex
+
+
+@given(st.lists(st.binary(max_size=12).filter(lambda line: b"\n" not in line), min_size=1, max_size=6))
+def test_a_request_is_refused_exactly_when_a_line_is_not_name_value(lines: list[bytes]) -> None:
+    block = b"\n".join(lines)
+    if WHOLE.match(block) is None:
+        with pytest.raises(ProtocolError, match="malformed line"):
+            attributes(block)
+    else:
+        assert attributes(block) == each_line_alone(block)
