@@ -54,6 +54,31 @@ def on_disk(prefix: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def cpu_times() -> dict[str, tuple[int, int]]:
+    """Per CPU ("0", "1", ...): (busy, total) clock ticks since boot, from /proc/stat."""
+    times = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(value) for value in fields[:8]]
+            idle = ticks[3] + ticks[4]  # idle and iowait
+            times[name[3:]] = (sum(ticks) - idle, sum(ticks))
+    return times
+
+
+def busy_share(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], cpu: str) -> float:
+    """The share of the time `cpu` was busy between two `cpu_times` readings."""
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return busy / total if total else 0.0
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) that process `pid` and its threads have used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_section(mark: str, title: str, body: str) -> None:
     """Replace (or append) the BENCHMARKS.md section between ``<!-- mark:begin -->`` and ``<!-- mark:end -->``."""
     begin, end = f"<!-- {mark}:begin -->", f"<!-- {mark}:end -->"

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import in_memory, need_root, run_in_netns, write_section  # noqa: E402
+from bench.common import busy_share, cpu_times, in_memory, need_root, process_cpu, run_in_netns, write_section  # noqa: E402
 from bench.gateway_vs_postfix import smtp_source, zones  # noqa: E402
 from tests.harness.knot import KnotServer  # noqa: E402
 from tests.harness.postfix import PostfixInstance  # noqa: E402
@@ -159,12 +159,20 @@ def inside(args: argparse.Namespace) -> None:
                 wait_port("127.0.0.1", port)
                 smtp_source(port, 300, cpus=LOAD)  # warm-up: caches, processes, connections
             rates: dict[str, list[float]] = {name: [] for name in sides}
+            busy: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+            servers = {"rdnsgate": service.pid, "null": null.pid}  # their CPU time per message
+            per_message: dict[str, list[float]] = {name: [] for name in servers}
             order = list(sides)
             for instance, _port in sides.values():
                 instance.wait_delivered()
             for _ in range(args.runs):
                 for name in order:
+                    before, used = cpu_times(), {side: process_cpu(pid) for side, pid in servers.items()}
                     rates[name].append(smtp_source(sides[name][1], args.messages, cpus=LOAD))
+                    after = cpu_times()
+                    if name in servers:
+                        per_message[name].append((process_cpu(servers[name]) - used[name]) / args.messages)
+                    busy[name].append((busy_share(before, after, SERVERS), busy_share(before, after, LOAD)))
                     # smtp-source counts a message once it is queued: let it be delivered before the next run,
                     # or that delivery competes with the next run (the swing of earlier versions of this benchmark)
                     sides[name][0].wait_delivered()
@@ -206,17 +214,34 @@ def inside(args: argparse.Namespace) -> None:
             sink.terminate()
             sink.wait(10)
             knot.stop()
-    section = table(rates, requests, args)
+    section = table(rates, busy, per_message, requests, args)
     print(section)
+    print("every run, msgs/s:", {name: [round(rate) for rate in values] for name, values in rates.items()})
     if not args.no_write:
         write_section(MARK, "Policy service: Postfix with and without rdnsgate", section)
+
+
+def cpus(shares: list[tuple[float, float]]) -> str:
+    """The median share of the time each CPU was busy during a side's runs, as two table cells."""
+    return " | ".join(f"{statistics.median(share[cpu] for share in shares):.0%}" for cpu in (0, 1))
+
+
+def micros(values: list[float]) -> str:
+    """Median (lowest–highest) of seconds, in µs."""
+    return f"{statistics.median(values) * 1e6:.0f} µs ({min(values) * 1e6:.0f}–{max(values) * 1e6:.0f})"
 
 
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
 
-def table(rates: dict[str, list[float]], requests: dict[int, float], args: argparse.Namespace) -> str:
+def table(
+    rates: dict[str, list[float]],
+    busy: dict[str, list[tuple[float, float]]],
+    per_message: dict[str, list[float]],
+    requests: dict[int, float],
+    args: argparse.Namespace,
+) -> str:
     ours_theirs = [o / t for o, t in zip(rates["rdnsgate"], rates["builtin"], strict=True)]
     ours_null = [o / n for o, n in zip(rates["rdnsgate"], rates["null"], strict=True)]
     null_theirs = [n / t for n, t in zip(rates["null"], rates["builtin"], strict=True)]
@@ -234,12 +259,16 @@ def table(rates: dict[str, list[float]], requests: dict[int, float], args: argpa
             "Servers (Postfix, knotd, policy services) on CPU 0, load and sink on CPU 1. "
             "Median (lowest–highest) msgs/s:",
             "",
-            "| Postfix 3.7 | msgs/s |",
-            "|---|---:|",
-            f"| with its own `reject_unknown_*` checks | {spread(rates['builtin'])} |",
+            "| Postfix 3.7 | msgs/s | CPU 0 (servers) busy | CPU 1 (load) busy |",
+            "|---|---:|---:|---:|",
+            f"| with its own `reject_unknown_*` checks | {spread(rates['builtin'])} | {cpus(busy['builtin'])} |",
             "| with `check_policy_service` → rdnsgate (profile postfix), own checks off "
-            f"| {spread(rates['rdnsgate'])} |",
-            f"| with `check_policy_service` → a null server (`DUNNO` at once) | {spread(rates['null'])} |",
+            f"| {spread(rates['rdnsgate'])} | {cpus(busy['rdnsgate'])} |",
+            "| with `check_policy_service` → a null server (`DUNNO` at once) "
+            f"| {spread(rates['null'])} | {cpus(busy['null'])} |",
+            "",
+            "CPU time of the policy server itself per message (user + system, all its threads, from /proc): "
+            f"rdnsgate {micros(per_message['rdnsgate'])}, the null server {micros(per_message['null'])}.",
             "",
             "| ratio, round by round | median (each round) |",
             "|---|---|",
