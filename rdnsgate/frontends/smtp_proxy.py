@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
+from rdnsgate import logs
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import GatewaySettings, Settings, parse_listen
 from rdnsgate.errors import ConfigError
@@ -303,7 +304,7 @@ class GatewaySMTP(SMTP):
         self.counted_ip = None
         state = self.state
         if state is not None:
-            sessions.info("%s", self.summary(state))
+            logs.info(sessions, self.summary(state))
             state.session.close()
             if state.transaction is not None:
                 transaction, state.transaction = state.transaction, None
