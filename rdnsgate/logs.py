@@ -2,26 +2,19 @@
 
 `configure_logging` installs one `StderrHandler` on the root logger with a
 `TextFormatter` (time, level, logger, message) or a `JsonFormatter` (one JSON
-object per line).  Lines logged on the event loop go out together in one write
-at the loop's next turn, instead of one write (and flush) each; lines from
-other threads, with no loop running, and warnings and errors are written at
-once, after what is pending; what is pending at exit or before a fork is
-written then.
+object per line).  Each line is written as it is said: a test or a log reader
+never sees a reply on the wire before the line that explains it.
 
 The lines written per message (the decision log's, the gateway's session line)
 go through `info`: the same line as ``logger.info(message)``, without building
-a `logging.LogRecord` and without the handler's lock, while the handler is the
-one `configure_logging` installed; through `logging` otherwise (a test's
+a `logging.LogRecord`, while the handler is the one `configure_logging` installed; through `logging` otherwise (a test's
 ``caplog``, a program embedding rdnsgate with its own handlers).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -99,48 +92,21 @@ def _with_trace(formatter: logging.Formatter, record: logging.LogRecord, line: s
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """stderr: from the loop's thread in one write per turn of the loop, from any other at once."""
+    """stderr, one write per line as it is said (a line is never behind what the process did next)."""
 
     def __init__(self, formatter: TextFormatter | JsonFormatter) -> None:
         super().__init__()
         self.setFormatter(formatter)
         self.lines = formatter
-        self._pending: list[str] = []
-        self._scheduled_on: asyncio.AbstractEventLoop | None = None  # the loop whose next turn flushes
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def write(self, line: str) -> None:
+        """Write a formatted line (`info`'s path, without a LogRecord)."""
+        self.acquire()
         try:
-            self.write(self.format(record), now=record.levelno >= logging.WARNING)
+            self.stream.write(line + "\n")
+            self.stream.flush()
         except Exception:
-            self.handleError(record)
-
-    def write(self, line: str, *, now: bool = False) -> None:
-        """Write `line`: at the loop's next turn, or at once (`now`: warnings and errors, which may come
-        just before the process or a connection ends, and lines from outside the loop)."""
-        loop: asyncio.AbstractEventLoop | None = None
-        if not now:
-            with contextlib.suppress(RuntimeError):  # no loop runs in this thread
-                loop = asyncio.get_running_loop()
-        self.acquire()
-        try:
-            self._pending.append(line)
-            if loop is None:
-                self.flush()
-            elif self._scheduled_on is not loop:  # (a loop that stopped before its next turn left it to the next)
-                self._scheduled_on = loop
-                loop.call_soon(self.flush)
-        finally:
-            self.release()
-
-    def flush(self) -> None:
-        self.acquire()
-        try:
-            self._scheduled_on = None
-            pending, self._pending = self._pending, []
-            if pending and self.stream:
-                self.stream.write("\n".join(pending) + "\n")
-            if self.stream and hasattr(self.stream, "flush"):
-                self.stream.flush()
+            self.handleError(logging.makeLogRecord({"msg": line}))
         finally:
             self.release()
 
@@ -164,16 +130,6 @@ def configure_logging(level: int | str = logging.INFO, form: str = "text") -> No
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # its plugins, at every start
     _installed = handler
-
-
-def flush() -> None:
-    """Write what the installed handler holds (before a fork, so that no child writes it again; before
-    ``os._exit``)."""
-    if _installed is not None:
-        _installed.flush()
-
-
-os.register_at_fork(before=flush)
 
 
 def _direct(logger: logging.Logger) -> StderrHandler | None:

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rdnsgate import logs
 from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import RdnsgateError
 from rdnsgate.notify import Notifier
@@ -351,7 +350,6 @@ def run_gateway_processes(
                 log.exception("gateway worker %d failed", number + 1)
                 status = 1
             finally:
-                logs.flush()
                 os._exit(status)
         children.append(pid)
     os.close(ready_out)
