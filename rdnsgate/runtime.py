@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
@@ -124,6 +125,22 @@ async def cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+SERVICE_GC_YOUNG = 10_000  # allocations between collections of young objects in a service (Python's default: 700)
+
+
+def settle_gc() -> None:
+    """Once a process's services have started: what exists now lives as long as the process, so move it
+    out of the collector's sight (`gc.freeze`), and collect young objects less often.
+
+    Every SMTP connection and policy request makes short-lived objects; with the defaults the collector
+    walked the whole start-up heap (the store, the web app, the libraries) again and again: ~9% of a
+    loaded gateway's CPU, ~2% after this (BENCHMARKS.md, gateway).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(SERVICE_GC_YOUNG, 20, 100)
 
 
 class Runtime:

@@ -27,7 +27,17 @@ from rdnsgate.config import Settings, parse_listen
 from rdnsgate.errors import RdnsgateError
 from rdnsgate.notify import Notifier
 from rdnsgate.privileges import Listeners
-from rdnsgate.runtime import Commit, Deadline, Reloadable, Runtime, Service, cancel, restart_only, wait_until
+from rdnsgate.runtime import (
+    Commit,
+    Deadline,
+    Reloadable,
+    Runtime,
+    Service,
+    cancel,
+    restart_only,
+    settle_gc,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +218,7 @@ async def run_services(
             await service.start()
             started.append(service)
         runtime.maintain()
+        settle_gc()
         if reloader is not None:
             reloading: set[asyncio.Task[bool]] = set()
 
