@@ -1,4 +1,4 @@
-"""A service settles the garbage collector once started: the start-up heap frozen, young objects collected less often."""
+"""A service settles the garbage collector once started: the start-up heap frozen, the young collected less often."""
 
 from __future__ import annotations
 
