@@ -305,6 +305,7 @@ class PolicyConnection(asyncio.Protocol):
         self.peer: object = "unix socket"
         self.waiting: deque[dict[str, str]] = deque()
         self.task: asyncio.Task[None] | None = None  # answering a request that waits for DNS, then `waiting`
+        self.writing_paused = False  # the client does not read its answers
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -339,8 +340,7 @@ class PolicyConnection(asyncio.Protocol):
         try:
             self._write(await first)
             while self.waiting:
-                if self.transport is not None and len(self.waiting) < MAX_WAITING:
-                    self.transport.resume_reading()
+                self._resume_reading()
                 self._write(await self.service.answer(self.waiting.popleft()))
         except ProtocolError as exc:
             self._trouble(exc)
@@ -363,13 +363,18 @@ class PolicyConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.writing_paused and len(self.waiting) < MAX_WAITING:
+            self.transport.resume_reading()
+
     def pause_writing(self) -> None:  # the client does not read its answers: read no more requests
+        self.writing_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and len(self.waiting) < MAX_WAITING:
-            self.transport.resume_reading()
+        self.writing_paused = False
+        self._resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.waiting.clear()
