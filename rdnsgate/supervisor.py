@@ -218,7 +218,6 @@ async def run_services(
             await service.start()
             started.append(service)
         runtime.maintain()
-        settle_gc()
         if reloader is not None:
             reloading: set[asyncio.Task[bool]] = set()
 
@@ -229,6 +228,7 @@ async def run_services(
 
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signal.SIGHUP, hangup)
+        settle_gc()  # after the SIGHUP handler: a reload sent once a service said "ready" is never lost
         if on_ready is not None:
             on_ready()
         else:
