@@ -211,24 +211,32 @@ async def run_services(
     runtime.listeners = listeners  # bound as root before privileges were dropped (privileges.py)
     started: list[Service] = []
     failed: list[str] = []
+    all_started = asyncio.Event()
+    if reloader is not None:
+        # In place before any service says it is ready (its log line), so no reload sent after that line is
+        # lost; one that comes while services still start waits until all have started.
+        reloading: set[asyncio.Task[bool]] = set()
+
+        async def reload_when_started() -> bool:
+            await all_started.wait()
+            return await reload(runtime, started, reloader, notifier if on_ready is None else None)
+
+        def hangup() -> None:
+            task = loop.create_task(reload_when_started())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         services = [build(name, runtime, worker=worker) for name in names]
         runtime.roles = [service.name for service in services]
         for service in services:
             await service.start()
             started.append(service)
+        all_started.set()
         runtime.maintain()
-        if reloader is not None:
-            reloading: set[asyncio.Task[bool]] = set()
-
-            def hangup() -> None:
-                task = loop.create_task(reload(runtime, started, reloader, notifier if on_ready is None else None))
-                reloading.add(task)
-                task.add_done_callback(reloading.discard)
-
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGHUP, hangup)
-        settle_gc()  # after the SIGHUP handler: a reload sent once a service said "ready" is never lost
+        settle_gc()
         if on_ready is not None:
             on_ready()
         else:

@@ -10,6 +10,8 @@ restart.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import socket
 import time
@@ -17,7 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from rdnsgate.config import Settings, load_settings
+from rdnsgate.frontends.policy_server import PolicyRunner
+from rdnsgate.supervisor import run_services
 from tests.harness.faultdns import FaultResponder
+from tests.harness.knot import free_port
 from tests.harness.postgres import Stores
 from tests.harness.smtp import GatewayProcess, NextHop
 from tests.integration.test_gateway import NO_PTR, client, settings, transact
@@ -96,3 +102,44 @@ def test_the_policy_service_reloads_too(tmp_path: Path, _responder: FaultRespond
             )
     finally:
         service.stop()
+
+
+def test_a_sighup_right_after_the_ready_line_is_not_lost(
+    tmp_path: Path, _responder: FaultResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SIGHUP handler is in place before any service says it is ready: a reload sent at that line waits
+    until every service has started, and then happens (before, the process ignored it)."""
+    config = tmp_path / "rdnsgate.toml"
+    config.write_text(
+        f'[dns]\nnameservers = ["{_responder.nameserver}"]\n'
+        f'[policy]\nlisten = ["127.0.0.1:{free_port()}"]\nprofile = "postfix"\n'
+        f'[storage]\nurl = "sqlite:///{tmp_path / "rdnsgate.db"}"\n'
+    )
+    settings = load_settings(config)
+    started = PolicyRunner.start
+    events: list[str] = []
+
+    async def start_then_hang_up(self: PolicyRunner) -> None:
+        await started(self)  # logs "ready"
+        events.append("ready")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.2)  # the signal is delivered while the start is not yet finished
+        events.append("started")
+
+    def reloader() -> Settings:
+        events.append("reload")
+        stop.set()
+        return settings
+
+    monkeypatch.setattr(PolicyRunner, "start", start_then_hang_up)
+
+    async def main() -> None:
+        await asyncio.wait_for(run_services(settings, ["policy"], stop, reloader=reloader), 30)
+
+    stop = asyncio.Event()
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        asyncio.run(main())
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert events == ["ready", "started", "reload"]
