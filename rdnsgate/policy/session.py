@@ -105,6 +105,10 @@ class Policy:
     _decided: dict[tuple[int, int], tuple[Report, WhitelistEntry | None, Decision]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # ... and by an equal report: (made at, entry, decision) by (report, id(entry)) (`_alike`)
+    _equal: dict[tuple[Report, int], tuple[float, WhitelistEntry | None, Decision]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def from_settings(
@@ -142,10 +146,28 @@ class Policy:
         known = self._decided.get(key)
         if known is not None and known[0] is report and known[1] is whitelisted:
             return known[2]
-        decision = self._decide(report, whitelisted)
+        decision = self._alike(report, whitelisted)
         if len(self._decided) >= DECIDED_KEPT:
             self._decided.clear()
         self._decided[key] = (report, whitelisted, decision)
+        return decision
+
+    def _alike(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:
+        """The decision made on an equal report (with the same entry) within REPORT_TTL, else a new one.
+
+        The gateway builds a new report for each session, equal to the last one of the same client, HELO and
+        sender while the cached answers behind it stand; comparing costs a tenth of deciding again.  Only the
+        check link's time stamp can differ, and by less than REPORT_TTL.
+        """
+        now = time.monotonic()
+        key = (report, id(whitelisted))
+        known = self._equal.get(key)
+        if known is not None and known[1] is whitelisted and now - known[0] < REPORT_TTL:
+            return known[2]
+        decision = self._decide(report, whitelisted)
+        if len(self._equal) >= DECIDED_KEPT:
+            self._equal.clear()
+        self._equal[key] = (now, whitelisted, decision)
         return decision
 
     def _decide(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:

@@ -8,6 +8,7 @@ what it records.
 from __future__ import annotations
 
 import ipaddress
+import time
 
 import pytest
 from hypothesis import given
@@ -31,7 +32,7 @@ from rdnsgate.model import (
     WhitelistEntry,
 )
 from rdnsgate.policy.profiles import Stage, apply_overrides, get_profile
-from rdnsgate.policy.session import SEVERITY, Policy, RecentReports, Session, due, worse
+from rdnsgate.policy.session import REPORT_TTL, SEVERITY, Policy, RecentReports, Session, due, worse
 
 CLIENT = ipaddress.ip_address("192.0.2.1")
 PTR = Lookup("1.2.0.192.in-addr.arpa", "PTR", Status.ANSWER, ("mail.example.org",), ttl=3600)
@@ -234,3 +235,25 @@ async def test_a_broken_resolver_makes_every_permanent_refusal_temporary() -> No
     decision = await made.rcpt("bob@example.net")
     assert decision.action.value == "reject" and decision.reply is not None and decision.reply.code >= 500
     assert [record.action for record in log.records] == ["tempfail", "reject"]
+
+
+async def test_sessions_with_equal_reports_share_one_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's sessions build new, equal reports: the decision made on the first serves the others (the
+    profile is not applied again) for REPORT_TTL, and is what deciding afresh gives."""
+    first, engine, log = session("strict")
+    await first.helo("nope.example.org")
+    second = Session(first.policy, engine, log, log, id="s2")  # type: ignore[arg-type]
+    second.begin(CLIENT)
+    await second.helo("nope.example.org")
+    (one, decided), (other, again) = await first.decision(), await second.decision()
+    assert one is not other and one == other
+    assert again is decided and decided == first.policy._decide(other, None)
+    entry = WhitelistEntry("network", "192.0.2.0/24", "ticket")
+    assert first.policy.decide(other, entry).whitelisted  # another entry: decided again
+    later = time.monotonic() + REPORT_TTL
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    third = Session(first.policy, engine, log, log, id="s3")  # type: ignore[arg-type]
+    third.begin(CLIENT)
+    await third.helo("nope.example.org")
+    (_report, fresh) = await third.decision()
+    assert fresh is not decided and fresh == decided  # made again once REPORT_TTL has passed
