@@ -187,7 +187,8 @@ class SmtpConnection:
         size = 0
         while True:
             try:
-                raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), self.timeout)
+                async with asyncio.timeout(self.timeout):  # not wait_for: that makes a task for every line
+                    raw = await self.reader.readuntil(b"\n")
             except TimeoutError:
                 raise NextHopError(f"no reply within {self.timeout:g} s") from None
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as exc:
@@ -211,7 +212,8 @@ class SmtpConnection:
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         try:
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self.writer.drain()
         except TimeoutError:
             raise NextHopError(f"could not send within {self.timeout:g} s") from None
         except OSError as exc:
