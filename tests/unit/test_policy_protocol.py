@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rdnsgate.frontends.policy_server import MAX_ATTRIBUTES, ProtocolError, RequestParser, attributes, reply
+from rdnsgate.frontends.policy_server import (
+    MAX_ATTRIBUTES,
+    ProtocolError,
+    RequestParser,
+    _Lines,
+    _lines,
+    attributes,
+    reply,
+)
 
 REQUEST = (
     b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.1\n"
@@ -88,3 +96,17 @@ def test_a_request_is_refused_exactly_when_a_line_is_not_name_value(lines: list[
             attributes(block)
     else:
         assert attributes(block) == each_line_alone(block)
+
+
+def test_lines_seen_before_parse_as_new_ones() -> None:
+    """The memo of lines seen before (a Postfix request repeats most of its lines) gives what a fresh parse
+    gives, also across its clearing when full, and never keeps a malformed line."""
+    known = b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\nhelo_name=mx.example"
+    for number in range(_Lines.KEPT + 50):
+        block = known + b"\ninstance=%d\nrecipient=r%d@example.org" % (number, number)
+        assert attributes(block) == each_line_alone(block)
+        assert len(_lines) <= _Lines.KEPT
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match="malformed line b'bad line'"):
+            attributes(known + b"\nbad line")
+    assert "bad line" not in _lines
