@@ -147,6 +147,8 @@ class Policy:
         if known is not None and known[0] is report and known[1] is whitelisted:
             return known[2]
         decision = self._alike(report, whitelisted)
+        if self._unique(decision):
+            return decision
         if len(self._decided) >= DECIDED_KEPT:
             self._decided.clear()
         self._decided[key] = (report, whitelisted, decision)
@@ -156,8 +158,8 @@ class Policy:
         """The decision made on an equal report (with the same entry) within REPORT_TTL, else a new one.
 
         The gateway builds a new report for each session, equal to the last one of the same client, HELO and
-        sender while the cached answers behind it stand; comparing costs a tenth of deciding again.  Only the
-        check link's time stamp can differ, and by less than REPORT_TTL.
+        sender while the cached answers behind it stand; comparing costs a tenth of deciding again.  A refusal
+        with a signed link is never shared (`_unique`).
         """
         now = time.monotonic()
         key = (report, id(whitelisted))
@@ -165,10 +167,17 @@ class Policy:
         if known is not None and known[1] is whitelisted and now - known[0] < REPORT_TTL:
             return known[2]
         decision = self._decide(report, whitelisted)
+        if self._unique(decision):
+            return decision
         if len(self._equal) >= DECIDED_KEPT:
             self._equal.clear()
         self._equal[key] = (now, whitelisted, decision)
         return decision
+
+    def _unique(self, decision: Decision) -> bool:
+        """A refusal whose reply links to the check page with a signed token: the token's nonce names this one
+        refusal (one exception request per refusal, policy/exceptions.py), so the decision is never shared."""
+        return decision.reply is not None and self.signer is not None and self.check_url is not None
 
     def _decide(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:
         return decide(

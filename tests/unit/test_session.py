@@ -31,6 +31,7 @@ from rdnsgate.model import (
     Status,
     WhitelistEntry,
 )
+from rdnsgate.policy.exceptions import LinkSigner
 from rdnsgate.policy.profiles import Stage, apply_overrides, get_profile
 from rdnsgate.policy.session import REPORT_TTL, SEVERITY, Policy, RecentReports, Session, due, worse
 
@@ -257,3 +258,24 @@ async def test_sessions_with_equal_reports_share_one_decision(monkeypatch: pytes
     await third.helo("nope.example.org")
     (_report, fresh) = await third.decision()
     assert fresh is not decided and fresh == decided  # made again once REPORT_TTL has passed
+
+
+async def test_a_refusal_with_a_signed_link_is_never_shared() -> None:
+    """Each refusal's link names that refusal alone (one exception request per refusal): sessions with equal
+    reports get refusals with links of their own, while acceptances are still shared."""
+    changed, off = apply_overrides(get_profile("strict"), (), "test")
+    policy = Policy(changed, off, check_url="https://mx.example/check", signer=LinkSigner(b"k" * 32))
+    engine, log = TableEngine(), Log()
+    links, accepted = [], []
+    for number in range(3):
+        made = Session(policy, engine, log, log, id=f"s{number}")  # type: ignore[arg-type]
+        made.begin(CLIENT)
+        refusal = await made.helo("nope.example.org")
+        assert refusal is not None and refusal.reply is not None
+        links.append(refusal.reply.text)
+        good = Session(policy, engine, log, log, id=f"g{number}")  # type: ignore[arg-type]
+        good.begin(CLIENT)
+        await good.helo("mail.example.org")
+        accepted.append((await good.decision())[1])
+    assert len(set(links)) == 3 and all("&t=" in link for link in links)
+    assert accepted[0] is accepted[1] is accepted[2] and not accepted[0].refused
