@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,10 +92,9 @@ class ExceptionTables(WhitelistTables, Tables):
             await log_change(
                 connection, actor, "exception", "grant" if grant else "refuse", row["ip"], f"request #{request_id}"
             )
-        if grant:
-            await self.whitelist_add(
-                self.exception_entry(row["ip"], row["check_name"], row["refusal"], now, expires), actor
-            )
+            if grant:  # the grant and its entry are one change: neither is kept without the other
+                entry = self.exception_entry(row["ip"], row["check_name"], row["refusal"], now, expires)
+                await self.whitelist_add_in(connection, entry, actor)
         return {**dict(row), "state": "granted" if grant else "refused", "decided_by": actor, "expires_at": expires}
 
     async def exception_grant_now(
@@ -108,7 +108,8 @@ class ExceptionTables(WhitelistTables, Tables):
 
     @staticmethod
     def exception_entry(ip: str, check: str, refusal: str, now: datetime, expires: datetime | None) -> WhitelistEntry:
-        from rdnsgate.policy.whitelist import parse_target
-
-        kind, value = parse_target(ip)
-        return WhitelistEntry(kind, value, f"self-service: {check} fails", refusal, now, expires)
+        """The entry for the one address of a request (stored as the check page's verified link named it:
+        an address as `checks.names.parse_ip` writes it, IPv4-mapped ones as IPv4), as a /32 or /128."""
+        return WhitelistEntry(
+            "network", str(ipaddress.ip_network(ip)), f"self-service: {check} fails", refusal, now, expires
+        )

@@ -27,31 +27,37 @@ class WhitelistTables(Tables):
         """Add `entry`, or update the entry for the same IP/network/domain; True when it is new.
 
         `actor` (who does it) is kept on the entry and in the change log."""
+        async with self.engine.begin() as connection:
+            return await self.whitelist_add_in(connection, entry, actor)
+
+    async def whitelist_add_in(
+        self, connection: AsyncConnection, entry: WhitelistEntry, actor: str
+    ) -> tuple[WhitelistEntry, bool]:
+        """`whitelist_add` within the caller's transaction (a granted exception and its entry are one change)."""
         created = utc(entry.created_at) or datetime.now(UTC)
         values: dict[str, Any] = {"reason": entry.reason, "ticket": entry.ticket, "expires_at": utc(entry.expires_at)}
-        async with self.engine.begin() as connection:
-            existing = (
-                await connection.execute(
-                    sa.select(whitelist.c.id).where(whitelist.c.kind == entry.kind, whitelist.c.value == entry.value)
-                )
-            ).scalar_one_or_none()
-            await _changed(connection)
-            expiry = f", expires {values['expires_at']:%Y-%m-%d %H:%M} UTC" if values["expires_at"] else ""
-            detail = f"{entry.reason}{f' [{entry.ticket}]' if entry.ticket else ''}{expiry}"
-            action = "add" if existing is None else "update"
-            values["changed_at"] = await log_change(connection, actor, "whitelist", action, entry.value, detail)
-            values["changed_by"] = actor
-            if existing is None:
-                result = await connection.execute(
-                    whitelist.insert().values(kind=entry.kind, value=entry.value, created_at=created, **values)
-                )
-                new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
-                return self._entry(
-                    {**values, "id": new_id, "kind": entry.kind, "value": entry.value, "created_at": created}
-                ), True
-            await connection.execute(whitelist.update().where(whitelist.c.id == existing).values(**values))
-            row = (await connection.execute(sa.select(whitelist).where(whitelist.c.id == existing))).mappings().one()
-            return self._entry(dict(row)), False
+        existing = (
+            await connection.execute(
+                sa.select(whitelist.c.id).where(whitelist.c.kind == entry.kind, whitelist.c.value == entry.value)
+            )
+        ).scalar_one_or_none()
+        await _changed(connection)
+        expiry = f", expires {values['expires_at']:%Y-%m-%d %H:%M} UTC" if values["expires_at"] else ""
+        detail = f"{entry.reason}{f' [{entry.ticket}]' if entry.ticket else ''}{expiry}"
+        action = "add" if existing is None else "update"
+        values["changed_at"] = await log_change(connection, actor, "whitelist", action, entry.value, detail)
+        values["changed_by"] = actor
+        if existing is None:
+            result = await connection.execute(
+                whitelist.insert().values(kind=entry.kind, value=entry.value, created_at=created, **values)
+            )
+            new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            return self._entry(
+                {**values, "id": new_id, "kind": entry.kind, "value": entry.value, "created_at": created}
+            ), True
+        await connection.execute(whitelist.update().where(whitelist.c.id == existing).values(**values))
+        row = (await connection.execute(sa.select(whitelist).where(whitelist.c.id == existing))).mappings().one()
+        return self._entry(dict(row)), False
 
     async def whitelist_list(self, now: datetime | None = None) -> list[WhitelistEntry]:
         """Every entry, or only those still active at `now`."""
