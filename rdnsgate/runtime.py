@@ -274,11 +274,18 @@ class Runtime:
         from rdnsgate.monitor.alerts import Alerter
 
         loop = asyncio.get_running_loop()
-        canaries = canaries_of(self.settings.dns, self.hostname)
+        dns = self.settings.dns
+        canaries = canaries_of(dns, self.hostname)
         alerter = Alerter(self.settings.monitor.webhook_url, log_alerts=False)
         first = True
         try:
             while True:
+                if self.settings.dns.canaries != dns.canaries:  # a reload named other canaries
+                    dns = self.settings.dns
+                    canaries, first = canaries_of(dns, self.hostname), True
+                    for name in [name for name in self.health.failing_canaries if name not in canaries]:
+                        self.health.canary(name, None)  # no longer a canary: its failure no longer counts
+                    log.info("dns.canaries now: %s", ", ".join(canaries))
                 found = {name: await canary_problem(self.resolver, name) for name in canaries}
                 if first and any(problem is None for problem in found.values()):
                     missing = [name for name, problem in found.items() if problem == MISSING]

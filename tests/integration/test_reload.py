@@ -143,3 +143,27 @@ def test_a_sighup_right_after_the_ready_line_is_not_lost(
     finally:
         signal.signal(signal.SIGHUP, previous)
     assert events == ["ready", "started", "reload"]
+
+
+def test_a_reload_puts_new_canaries_in_force(
+    tmp_path: Path, _responder: FaultResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dns.canaries changed by a reload: the resolver guard asks the new names from its next round."""
+    monkeypatch.delenv("RDNSGATE_DNS_CANARIES", raising=False)  # the file's canaries count, not the suite's
+    service = PolicyProcess(tmp_path, _responder.nameserver, "postfix", store=f"sqlite:///{tmp_path / 'r.db'}")
+    config = tmp_path / "rdnsgate.toml"
+    first = config.read_text().replace("[dns]\n", '[dns]\ncanaries = ["good1.example.org"]\ncanary_interval = 0.3\n')
+    config.write_text(first)
+    service.start()
+    try:
+        config.write_text(first.replace('["good1.example.org"]', '["good1.example.org", "gone.example.org"]'))
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "gone.example.org does not exist now" not in service.log():
+            assert time.monotonic() < deadline, service.log()
+            time.sleep(0.05)
+        assert "dns.canaries now: good1.example.org, gone.example.org" in service.log()
+        assert "need a restart" not in service.log()
+    finally:
+        service.stop()
