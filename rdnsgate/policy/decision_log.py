@@ -29,7 +29,6 @@ from rdnsgate.policy.headers import printable
 log = logging.getLogger("rdnsgate.decision")
 errors = logging.getLogger(__name__)
 
-
 BATCH = 200
 LINGER = 0.1  # seconds the writer waits for more records before a commit
 RETRY_FIRST = 0.5  # seconds before a batch the store refused is tried again; doubled each time
