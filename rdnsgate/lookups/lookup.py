@@ -29,6 +29,82 @@ def _negative(reply: Reply) -> tuple[int | None, str | None]:
     return None, None
 
 
+class Chase:
+    """One question followed across CNAMEs, reply by reply: pure, no I/O.
+
+    `step(reply)` gives the `Lookup` the reply settles, or None when the chain
+    leaves the reply's data and `current` must be asked next.  Every way of
+    asking (the resolver's coroutine, the audit's callbacks in lookups/bulk.py)
+    classifies replies here.
+    """
+
+    __slots__ = ("chain", "code", "current", "default_negative_ttl", "max_cnames", "qname", "qtype", "seen", "ttl")
+
+    def __init__(self, qname: str, qtype: str, max_cnames: int = 8, default_negative_ttl: int = 300) -> None:
+        self.qname = qname
+        self.qtype = qtype
+        self.code = TYPES[qtype]
+        self.current = qname
+        self.chain: list[str] = []
+        self.seen = {qname}
+        self.ttl = 2**31 - 1
+        self.max_cnames = max_cnames
+        self.default_negative_ttl = default_negative_ttl
+
+    def failed(self, status: Status, detail: str) -> Lookup:
+        """No usable reply (timeout, SERVFAIL, ...): a temporary outcome with its cause."""
+        return Lookup(self.qname, self.qtype, status, cnames=tuple(self.chain), detail=detail)
+
+    def too_long(self) -> Lookup:
+        return self.failed(Status.ERROR, f"more than {self.max_cnames} CNAMEs")
+
+    def step(self, reply: Reply) -> Lookup | None:
+        code = self.code
+        answer = reply.answer
+        target = self.current
+        while True:
+            found = [rr for rr in answer if rr.rtype == code and rr.name == target]
+            if found:
+                break
+            alias = next((rr for rr in answer if rr.rtype == TYPE_CNAME and rr.name == target), None)
+            if alias is None or not isinstance(alias.data, str):
+                break
+            self.ttl = min(self.ttl, alias.ttl)
+            target = alias.data
+            self.chain.append(target)
+            if target in self.seen:
+                return self.failed(Status.ERROR, f"CNAME loop at {target}")
+            if len(self.chain) > self.max_cnames:
+                return self.too_long()
+            self.seen.add(target)
+        if found:
+            return self._answer(found, min(self.ttl, min(rr.ttl for rr in found)))
+        negative_ttl, zone = _negative(reply)
+        if reply.rcode == RCODE_NXDOMAIN:
+            return self._negative(Status.NXDOMAIN, negative_ttl, zone)
+        if target != self.current and zone is None:
+            self.current = target  # the chain leaves this server's data: ask for its end
+            return None
+        return self._negative(Status.NODATA, negative_ttl, zone)
+
+    def _answer(self, found: list[RR], ttl: int) -> Lookup:
+        mx: tuple[MX, ...] = ()
+        if self.qtype == "MX":
+            mx = tuple(MX(rr.data[0], rr.data[1]) for rr in found if isinstance(rr.data, tuple))
+            records = tuple(dict.fromkeys(item.exchange for item in mx))
+        elif len(found) == 1 and isinstance(found[0].data, str):
+            records = (found[0].data,)
+        else:
+            records = tuple(dict.fromkeys(rr.data for rr in found if isinstance(rr.data, str)))
+        return Lookup(self.qname, self.qtype, Status.ANSWER, records, mx, ttl, tuple(self.chain))
+
+    def _negative(self, status: Status, negative_ttl: int | None, zone: str | None) -> Lookup:
+        ttl = negative_ttl if negative_ttl is not None else self.default_negative_ttl
+        return Lookup(
+            self.qname, self.qtype, status, ttl=ttl, cnames=tuple(self.chain), negative_ttl=negative_ttl, soa_zone=zone
+        )
+
+
 class Resolver:
     def __init__(
         self,
@@ -83,58 +159,12 @@ class Resolver:
         return result
 
     async def _resolve(self, qname: str, qtype: str, deadline: float | None) -> Lookup:
-        code = TYPES[qtype]
-        chain: list[str] = []
-        seen = {qname}
-        ttl = 2**31 - 1
-        current = qname
+        chase = Chase(qname, qtype, self.max_cnames, self.default_negative_ttl)
         for _hop in range(self.max_cnames + 1):
-            reply = await self.client.query(current, code, deadline)
+            reply = await self.client.query(chase.current, chase.code, deadline)
             if isinstance(reply, Failure):
-                return Lookup(qname, qtype, reply.status, cnames=tuple(chain), detail=reply.detail)
-            target = current
-            found = []
-            while True:
-                found = [rr for rr in reply.answer if rr.rtype == code and rr.name == target]
-                if found:
-                    break
-                alias = next((rr for rr in reply.answer if rr.rtype == TYPE_CNAME and rr.name == target), None)
-                if alias is None or not isinstance(alias.data, str):
-                    break
-                ttl = min(ttl, alias.ttl)
-                target = alias.data
-                chain.append(target)
-                if target in seen:
-                    return Lookup(qname, qtype, Status.ERROR, cnames=tuple(chain), detail=f"CNAME loop at {target}")
-                if len(chain) > self.max_cnames:
-                    return Lookup(
-                        qname, qtype, Status.ERROR, cnames=tuple(chain), detail=f"more than {self.max_cnames} CNAMEs"
-                    )
-                seen.add(target)
-            if found:
-                return self._answer(qname, qtype, found, min(ttl, min(rr.ttl for rr in found)), chain)
-            negative_ttl, zone = _negative(reply)
-            if reply.rcode == RCODE_NXDOMAIN:
-                return self._negative(qname, qtype, Status.NXDOMAIN, negative_ttl, zone, chain)
-            if target != current and zone is None:
-                current = target  # the chain leaves this server's data: ask for its end
-                continue
-            return self._negative(qname, qtype, Status.NODATA, negative_ttl, zone, chain)
-        return Lookup(qname, qtype, Status.ERROR, cnames=tuple(chain), detail=f"more than {self.max_cnames} CNAMEs")
-
-    def _answer(self, qname: str, qtype: str, found: list[RR], ttl: int, chain: list[str]) -> Lookup:
-        mx: tuple[MX, ...] = ()
-        if qtype == "MX":
-            mx = tuple(MX(rr.data[0], rr.data[1]) for rr in found if isinstance(rr.data, tuple))
-            records = tuple(dict.fromkeys(item.exchange for item in mx))
-        elif len(found) == 1 and isinstance(found[0].data, str):
-            records = (found[0].data,)
-        else:
-            records = tuple(dict.fromkeys(rr.data for rr in found if isinstance(rr.data, str)))
-        return Lookup(qname, qtype, Status.ANSWER, records, mx, ttl, tuple(chain))
-
-    def _negative(
-        self, qname: str, qtype: str, status: Status, negative_ttl: int | None, zone: str | None, chain: list[str]
-    ) -> Lookup:
-        ttl = negative_ttl if negative_ttl is not None else self.default_negative_ttl
-        return Lookup(qname, qtype, status, ttl=ttl, cnames=tuple(chain), negative_ttl=negative_ttl, soa_zone=zone)
+                return chase.failed(reply.status, reply.detail)
+            outcome = chase.step(reply)
+            if outcome is not None:
+                return outcome
+        return chase.too_long()

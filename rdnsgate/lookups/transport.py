@@ -82,6 +82,13 @@ class Failure:
     detail: str
 
 
+def rcode_failure(rcode: int, server: Nameserver) -> Failure:
+    """What a reply with an rcode other than NOERROR or NXDOMAIN says: SERVFAIL, REFUSED or an error."""
+    status = {RCODE_SERVFAIL: Status.SERVFAIL, RCODE_REFUSED: Status.REFUSED}.get(rcode, Status.ERROR)
+    detail = f"{status.name} from {server}" if status is not Status.ERROR else f"rcode {rcode} from {server}"
+    return Failure(status, detail)
+
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -273,13 +280,7 @@ class DnsClient:
                     self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
                     if rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
                         return outcome
-                    status = {RCODE_SERVFAIL: Status.SERVFAIL, RCODE_REFUSED: Status.REFUSED}.get(rcode, Status.ERROR)
-                    last = Failure(
-                        status,
-                        f"{status.name} from {server}"
-                        if status is not Status.ERROR
-                        else f"rcode {rcode} from {server}",
-                    )
+                    last = rcode_failure(rcode, server)
                     if count == 1:
                         return last
                     continue
@@ -338,34 +339,39 @@ class DnsClient:
             return Failure(Status.ERROR, f"malformed reply from {server}: {exc}")
 
     async def _tcp(self, server: Nameserver, question: bytes, wait: float) -> Reply | Failure:
-        qid = _ids.next()
-        packet = encode_query(qid, question, 0)
-        expected = (qid, question.lower())
-        self.stats.sent_tcp += 1
-        writer = None
-        try:
-            async with asyncio.timeout(wait):
-                reader, writer = await asyncio.open_connection(server.host, server.port)
-                writer.write(len(packet).to_bytes(2, "big") + packet)
-                await writer.drain()
-                while True:
-                    size = int.from_bytes(await reader.readexactly(2), "big")
-                    data = await reader.readexactly(size)
-                    try:
-                        if question_key(data) == expected and data[2] & 0x80:
-                            break
-                    except WireError:
-                        pass
-                    self.stats.dropped += 1
-        except TimeoutError:
-            self.stats.timeouts += 1
-            return Failure(Status.TIMEOUT, f"no TCP reply from {server} within {wait:.1f}s")
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            return Failure(Status.TIMEOUT, f"TCP to {server} failed: {exc}")
-        finally:
-            if writer is not None:
-                writer.close()
-        try:
-            return decode_reply(data)
-        except WireError as exc:
-            return Failure(Status.ERROR, f"malformed TCP reply from {server}: {exc}")
+        return await ask_tcp(server, question, wait, self.stats)
+
+
+async def ask_tcp(server: Nameserver, question: bytes, wait: float, stats: ClientStats) -> Reply | Failure:
+    """Ask an encoded question over TCP (RFC 7766: after a truncated UDP reply), within `wait` seconds."""
+    qid = _ids.next()
+    packet = encode_query(qid, question, 0)
+    expected = (qid, question.lower())
+    stats.sent_tcp += 1
+    writer = None
+    try:
+        async with asyncio.timeout(wait):
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(len(packet).to_bytes(2, "big") + packet)
+            await writer.drain()
+            while True:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                data = await reader.readexactly(size)
+                try:
+                    if question_key(data) == expected and data[2] & 0x80:
+                        break
+                except WireError:
+                    pass
+                stats.dropped += 1
+    except TimeoutError:
+        stats.timeouts += 1
+        return Failure(Status.TIMEOUT, f"no TCP reply from {server} within {wait:.1f}s")
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        return Failure(Status.TIMEOUT, f"TCP to {server} failed: {exc}")
+    finally:
+        if writer is not None:
+            writer.close()
+    try:
+        return decode_reply(data)
+    except WireError as exc:
+        return Failure(Status.ERROR, f"malformed TCP reply from {server}: {exc}")
