@@ -11,6 +11,8 @@ which calls the stages one by one (`iprev` at connect, HELO, sender at MAIL).
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 
 from rdnsgate.checks.generic import DEFAULT_EXEMPT_DOMAINS, evaluate_generic
 from rdnsgate.checks.helo import HeloForm, classify_helo, evaluate_alignment, evaluate_helo
@@ -19,6 +21,7 @@ from rdnsgate.checks.names import reverse_pointer
 from rdnsgate.checks.sender import SenderForm, evaluate_sender, parse_reverse_path
 from rdnsgate.config import CheckSettings
 from rdnsgate.lookups.authority import AuthorityLookups
+from rdnsgate.lookups.bulk import BulkResolver
 from rdnsgate.lookups.gather import host_lookups, lookup_all, mail_lookups
 from rdnsgate.lookups.lookup import Resolver
 from rdnsgate.model import CheckResult, IPAddress, IprevReport, Lookup, Report
@@ -100,3 +103,56 @@ class Engine:
             sender=sender_result,
             generic=self.generic(iprev),
         )
+
+
+class BulkIprev:
+    """iprev of many addresses at once, on callbacks (the audit): the questions and rules of `Engine.iprev`.
+
+    `check(ip, done)` asks the PTR, then the forward record of every examined
+    name, and calls `done(report)` once all are in; each check has the same
+    deadline as the engine's.
+    """
+
+    def __init__(self, resolver: BulkResolver, settings: CheckSettings | None = None) -> None:
+        self.resolver = resolver
+        self.settings = settings or CheckSettings()
+
+    def check(self, ip: IPAddress, done: Callable[[IprevReport], None]) -> None:
+        deadline = asyncio.get_running_loop().time() + self.settings.deadline
+        _IprevChain(self, ip, done, deadline).start()
+
+
+class _IprevChain:
+    __slots__ = ("bulk", "deadline", "done", "forward", "ip", "missing", "ptr")
+    ptr: Lookup
+
+    def __init__(self, bulk: BulkIprev, ip: IPAddress, done: Callable[[IprevReport], None], deadline: float) -> None:
+        self.bulk = bulk
+        self.ip = ip
+        self.done = done
+        self.deadline = deadline
+        self.forward: dict[str, Lookup] = {}
+        self.missing = 0
+
+    def start(self) -> None:
+        self.bulk.resolver.lookup(reverse_pointer(self.ip), "PTR", self._got_ptr, self.deadline)
+
+    def _got_ptr(self, ptr: Lookup) -> None:
+        self.ptr = ptr
+        names = names_to_examine(ptr, self.bulk.settings.max_ptr_names).examined
+        if not names:
+            self._finish()
+            return
+        self.missing = len(names)
+        qtype = forward_type(self.ip)
+        for name in names:
+            self.bulk.resolver.lookup(name, qtype, functools.partial(self._got_forward, name), self.deadline)
+
+    def _got_forward(self, name: str, lookup: Lookup) -> None:
+        self.forward[name] = lookup
+        self.missing -= 1
+        if not self.missing:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.done(evaluate_iprev(self.ip, self.ptr, self.forward, self.bulk.settings.max_ptr_names))

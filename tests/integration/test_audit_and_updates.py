@@ -8,7 +8,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from rdnsgate.checks.names import parse_ip
+from tests.harness.faultdns import Fault, FaultResponder
 from tests.harness.knot import KnotServer
+from tests.integration.test_check_scenarios import SCENARIOS
 
 
 def rdnsgate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,3 +59,45 @@ def test_dynamic_update_changes_the_verdict(knot: KnotServer) -> None:
     finally:
         knot.update("2.0.192.in-addr.arpa", delete=[("40", "PTR")])
         knot.update("example.org", delete=[("fixed40", "A")])
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_audit_agrees_with_check_on_every_scenario(faults: FaultResponder, tmp_path, workers: str) -> None:  # type: ignore[no-untyped-def]
+    """Every scenario of `check` that the audit can express (an IP, maybe a HELO), all at once in one audit.
+
+    The audit asks on callbacks (lookups/bulk.py) where `check` awaits a coroutine
+    per question: the verdicts must be the same, faults included (timeouts,
+    truncation, wrong IDs, CNAME loops, SERVFAIL).
+    """
+    chosen: dict[tuple[str, str], str] = {}  # (ip, helo) -> expected "iprev;helo"
+    injected: dict[tuple[str, str], Fault] = {}
+    for scenario in SCENARIOS:
+        text, *rest = scenario.args
+        ip = str(parse_ip(text))  # an IPv4-mapped address is audited as the IPv4 address
+        if rest and (len(rest) != 2 or rest[0] != "--helo" or not rest[1] or " " in rest[1]):
+            continue
+        helo = rest[1] if rest else ""
+        if any(injected.get((name, rtype), fault) is not fault for name, rtype, fault in scenario.faults):
+            continue  # another scenario needs another fault on the same name
+        if (ip, helo) in chosen:
+            continue
+        for name, rtype, fault in scenario.faults:
+            injected[(name, rtype)] = fault
+        chosen[(ip, helo)] = f"{scenario.iprev};{scenario.helo if helo else ''}"
+    assert len(chosen) >= 60
+    for (name, rtype), fault in injected.items():
+        faults.add(name, rtype, fault)
+    listing = tmp_path / "scenarios.txt"
+    listing.write_text("".join(f"{ip} {helo}\n" for ip, helo in chosen))
+    proc = rdnsgate(
+        "audit", "--file", str(listing), "--format", "jsonl", "--nameserver", faults.nameserver,
+        "--timeout", "0.3", "--tries", "2", "--workers", workers,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    got = {
+        (row["ip"], row["helo"]): f"{row['iprev']}/{row['reason']};"
+        + (f"{row['helo_result']}/{row['helo_reason']}" if row["helo"] else "")
+        for row in rows
+    }
+    assert len(rows) == len(chosen), proc.stderr
+    assert got == chosen

@@ -1,28 +1,61 @@
-"""The DNS layer against real servers: knotd, the fault responder, and a port where nobody listens."""
+"""The DNS layer against real servers: knotd, the fault responder, and a port where nobody listens.
+
+Each test of the asking itself runs twice: through `Resolver` (a coroutine per
+question, what mail sessions use) and through `BulkResolver` (callbacks, what
+the audit uses); both must say the same.  Joining equal questions and the cache
+are the `Resolver`'s alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
+from rdnsgate.lookups.bulk import BulkClient, BulkResolver
 from rdnsgate.lookups.cache import LookupCache
 from rdnsgate.lookups.lookup import Resolver
 from rdnsgate.lookups.nameservers import parse_nameserver
 from rdnsgate.lookups.transport import DnsClient
-from rdnsgate.model import Status
+from rdnsgate.model import Lookup, Status
 from tests.harness.faultdns import Fault, FaultResponder
 from tests.harness.knot import KnotServer, free_port
 
 
-def resolver_for(*servers: str, cache: LookupCache | None = None, **client: float) -> Resolver:
-    options = {"timeout": 0.3, "tries": 3, **client}
-    return Resolver(DnsClient([parse_nameserver(s) for s in servers], **options), cache)  # type: ignore[arg-type]
+class AwaitedBulk:
+    """A `BulkResolver` awaited like a `Resolver`, so that one test body serves both."""
+
+    def __init__(self, bulk: BulkResolver) -> None:
+        self.bulk = bulk
+        self.client = bulk.client
+
+    async def lookup(self, name: str, qtype: str, deadline: float | None = None) -> Lookup:
+        future: asyncio.Future[Lookup] = asyncio.get_running_loop().create_future()
+        self.bulk.lookup(name, qtype, future.set_result, deadline)
+        return await future
+
+    async def close(self) -> None:
+        await self.bulk.close()
 
 
-async def test_answers_nxdomain_nodata_with_negative_ttl(knot: KnotServer) -> None:
-    resolver = resolver_for(knot.nameserver)
+@pytest.fixture(params=["resolver", "bulk"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def resolver_for(*servers: str, cache: LookupCache | None = None, kind: str = "resolver", **client: float) -> Any:
+    options: dict[str, Any] = {"timeout": 0.3, "tries": 3, **client}
+    nameservers = [parse_nameserver(s) for s in servers]
+    if kind == "bulk":
+        assert cache is None
+        return AwaitedBulk(BulkResolver(BulkClient(nameservers, **options)))
+    return Resolver(DnsClient(nameservers, **options), cache)
+
+
+async def test_answers_nxdomain_nodata_with_negative_ttl(knot: KnotServer, kind: str) -> None:
+    resolver = resolver_for(knot.nameserver, kind=kind)
     try:
         found = await resolver.lookup("Mail.Example.ORG.", "A")
         assert (found.status, found.records, found.ttl) == (Status.ANSWER, ("192.0.2.1",), 3600)
@@ -36,9 +69,9 @@ async def test_answers_nxdomain_nodata_with_negative_ttl(knot: KnotServer) -> No
         await resolver.close()
 
 
-async def test_retry_after_a_lost_reply(faults: FaultResponder) -> None:
+async def test_retry_after_a_lost_reply(faults: FaultResponder, kind: str) -> None:
     faults.add("mail.example.org", "A", Fault.DROP_FIRST)
-    resolver = resolver_for(faults.nameserver, timeout=0.2)
+    resolver = resolver_for(faults.nameserver, timeout=0.2, kind=kind)
     try:
         started = time.monotonic()
         found = await resolver.lookup("mail.example.org", "A")
@@ -50,9 +83,9 @@ async def test_retry_after_a_lost_reply(faults: FaultResponder) -> None:
         await resolver.close()
 
 
-async def test_timeout_gives_up_after_the_tries(faults: FaultResponder) -> None:
+async def test_timeout_gives_up_after_the_tries(faults: FaultResponder, kind: str) -> None:
     faults.add("mail.example.org", "A", Fault.TIMEOUT)
-    resolver = resolver_for(faults.nameserver, timeout=0.1, tries=3)
+    resolver = resolver_for(faults.nameserver, timeout=0.1, tries=3, kind=kind)
     try:
         found = await resolver.lookup("mail.example.org", "A")
         assert found.status is Status.TIMEOUT and "no reply" in found.detail
@@ -61,9 +94,9 @@ async def test_timeout_gives_up_after_the_tries(faults: FaultResponder) -> None:
         await resolver.close()
 
 
-async def test_deadline_cuts_the_retries_short(faults: FaultResponder) -> None:
+async def test_deadline_cuts_the_retries_short(faults: FaultResponder, kind: str) -> None:
     faults.add("mail.example.org", "A", Fault.TIMEOUT)
-    resolver = resolver_for(faults.nameserver, timeout=1.0, tries=5)
+    resolver = resolver_for(faults.nameserver, timeout=1.0, tries=5, kind=kind)
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -74,8 +107,8 @@ async def test_deadline_cuts_the_retries_short(faults: FaultResponder) -> None:
         await resolver.close()
 
 
-async def test_in_flight_bound_holds(faults: FaultResponder) -> None:
-    resolver = resolver_for(faults.nameserver, max_inflight=5)
+async def test_in_flight_bound_holds(faults: FaultResponder, kind: str) -> None:
+    resolver = resolver_for(faults.nameserver, max_inflight=5, kind=kind)
     try:
         names = [f"n{i}.big24.example.org" for i in range(60)]
         results = await asyncio.gather(*(resolver.lookup(name, "A") for name in names))
@@ -87,7 +120,7 @@ async def test_in_flight_bound_holds(faults: FaultResponder) -> None:
 
 
 async def test_identical_questions_share_one_query(faults: FaultResponder) -> None:
-    resolver = resolver_for(faults.nameserver)
+    resolver = resolver_for(faults.nameserver, kind=kind)
     try:
         results = await asyncio.gather(*(resolver.lookup("mail.example.org", "A") for _ in range(20)))
         assert {item.records for item in results} == {("192.0.2.1",)}
@@ -120,8 +153,8 @@ async def test_temporary_errors_are_not_cached(faults: FaultResponder) -> None:
         await resolver.close()
 
 
-async def test_cname_chain_longer_than_the_bound(knot: KnotServer) -> None:
-    resolver = resolver_for(knot.nameserver)
+async def test_cname_chain_longer_than_the_bound(knot: KnotServer, kind: str) -> None:
+    resolver = resolver_for(knot.nameserver, kind=kind)
     try:
         found = await resolver.lookup("chain0.example.org", "A")
         assert found.status is Status.ERROR and "CNAME" in found.detail
@@ -132,8 +165,8 @@ async def test_cname_chain_longer_than_the_bound(knot: KnotServer) -> None:
         await resolver.close()
 
 
-async def test_nobody_listening_fails_fast_and_temporarily() -> None:
-    resolver = resolver_for(f"127.0.0.1:{free_port()}", timeout=2.0, tries=2)
+async def test_nobody_listening_fails_fast_and_temporarily(kind: str) -> None:
+    resolver = resolver_for(f"127.0.0.1:{free_port()}", timeout=2.0, tries=2, kind=kind)
     try:
         started = time.monotonic()
         found = await resolver.lookup("mail.example.org", "A")
@@ -143,8 +176,8 @@ async def test_nobody_listening_fails_fast_and_temporarily() -> None:
         await resolver.close()
 
 
-async def test_second_nameserver_answers_when_the_first_is_down(knot: KnotServer) -> None:
-    resolver = resolver_for(f"127.0.0.1:{free_port()}", knot.nameserver, timeout=0.3, tries=2)
+async def test_second_nameserver_answers_when_the_first_is_down(knot: KnotServer, kind: str) -> None:
+    resolver = resolver_for(f"127.0.0.1:{free_port()}", knot.nameserver, timeout=0.3, tries=2, kind=kind)
     try:
         results = [await resolver.lookup("mail.example.org", "A") for _ in range(6)]
         assert all(item.status is Status.ANSWER for item in results)
@@ -152,9 +185,9 @@ async def test_second_nameserver_answers_when_the_first_is_down(knot: KnotServer
         await resolver.close()
 
 
-async def test_servfail_moves_on_to_the_next_nameserver(faults: FaultResponder, knot: KnotServer) -> None:
+async def test_servfail_moves_on_to_the_next_nameserver(faults: FaultResponder, knot: KnotServer, kind: str) -> None:
     faults.add("mail.example.org", "A", Fault.SERVFAIL)
-    resolver = resolver_for(faults.nameserver, knot.nameserver, tries=2)
+    resolver = resolver_for(faults.nameserver, knot.nameserver, tries=2, kind=kind)
     try:
         for _ in range(4):
             assert (await resolver.lookup("mail.example.org", "A")).status is Status.ANSWER
@@ -163,9 +196,9 @@ async def test_servfail_moves_on_to_the_next_nameserver(faults: FaultResponder, 
 
 
 @pytest.mark.parametrize("fault", [Fault.GARBAGE, Fault.WRONG_ID])
-async def test_junk_replies_are_dropped_not_believed(faults: FaultResponder, fault: Fault) -> None:
+async def test_junk_replies_are_dropped_not_believed(faults: FaultResponder, fault: Fault, kind: str) -> None:
     faults.add("mail.example.org", "A", fault)
-    resolver = resolver_for(faults.nameserver, timeout=0.15, tries=2)
+    resolver = resolver_for(faults.nameserver, timeout=0.15, tries=2, kind=kind)
     try:
         found = await resolver.lookup("mail.example.org", "A")
         assert found.status is Status.TIMEOUT
@@ -174,12 +207,12 @@ async def test_junk_replies_are_dropped_not_believed(faults: FaultResponder, fau
         await resolver.close()
 
 
-async def test_ipv6_nameserver(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_ipv6_nameserver(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
     from tests.data.zones import zones
 
     with KnotServer(tmp_path, zones(), address="::1") as server:
         assert server.nameserver.startswith("[::1]:")
-        resolver = resolver_for(server.nameserver)
+        resolver = resolver_for(server.nameserver, kind=kind)
         try:
             found = await resolver.lookup(
                 "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", "PTR"
@@ -187,3 +220,77 @@ async def test_ipv6_nameserver(tmp_path) -> None:  # type: ignore[no-untyped-def
             assert sorted(found.records) == ["first6.example.org", "second6.example.org"]
         finally:
             await resolver.close()
+
+
+async def test_truncated_reply_is_asked_again_over_tcp(faults: FaultResponder, kind: str) -> None:
+    faults.add("mail.example.org", "A", Fault.TRUNCATE)
+    resolver = resolver_for(faults.nameserver, kind=kind)
+    try:
+        found = await resolver.lookup("mail.example.org", "A")
+        assert (found.status, found.records) == (Status.ANSWER, ("192.0.2.1",))
+        assert resolver.client.stats.sent_tcp == 1
+    finally:
+        await resolver.close()
+
+
+async def test_a_wrong_id_is_dropped_and_the_right_reply_taken(faults: FaultResponder, kind: str) -> None:
+    faults.add("mail.example.org", "A", Fault.WRONG_ID_THEN_RIGHT)
+    resolver = resolver_for(faults.nameserver, kind=kind)
+    try:
+        found = await resolver.lookup("mail.example.org", "A")
+        assert found.status is Status.ANSWER
+        assert resolver.client.stats.dropped == 1 and resolver.client.stats.timeouts == 0
+    finally:
+        await resolver.close()
+
+
+@pytest.mark.parametrize(("fault", "status"), [(Fault.REFUSED, Status.REFUSED), (Fault.SERVFAIL, Status.SERVFAIL)])
+async def test_one_nameserver_refusing_is_the_outcome_at_once(
+    faults: FaultResponder, kind: str, fault: Fault, status: Status
+) -> None:
+    faults.add("mail.example.org", "A", fault)
+    resolver = resolver_for(faults.nameserver, kind=kind, tries=3)
+    try:
+        found = await resolver.lookup("mail.example.org", "A")
+        assert found.status is status and found.temporary
+        assert faults.asked("mail.example.org", "A") == 1  # no retry against the same server
+    finally:
+        await resolver.close()
+
+
+async def test_cname_loop_is_an_error(faults: FaultResponder, kind: str) -> None:
+    faults.add("mail.example.org", "A", Fault.CNAME_LOOP)
+    resolver = resolver_for(faults.nameserver, kind=kind)
+    try:
+        found = await resolver.lookup("mail.example.org", "A")
+        assert found.status is Status.ERROR and "loop" in found.detail
+    finally:
+        await resolver.close()
+
+
+async def test_bulk_answers_many_questions_at_once_in_any_order(knot: KnotServer) -> None:
+    """A thousand questions asked before any reply is read: each callback called once, with its own answer."""
+    bulk = BulkResolver(BulkClient([parse_nameserver(knot.nameserver)], timeout=1.0, max_inflight=50))
+    loop = asyncio.get_running_loop()
+    answers: dict[int, list[Lookup]] = {}
+    done = loop.create_future()
+    total = 1000
+
+    def got(index: int, lookup: Lookup) -> None:
+        answers.setdefault(index, []).append(lookup)
+        if len(answers) == total and not done.done():
+            done.set_result(None)
+
+    try:
+        for index in range(total):
+            name = "mail.example.org" if index % 2 else f"n{index}.nowhere.example.org"
+            bulk.lookup(name, "A", lambda lookup, index=index: got(index, lookup))
+        await asyncio.wait_for(done, 30)
+        await asyncio.sleep(0.1)  # nothing is called twice, late
+        assert all(len(items) == 1 for items in answers.values())
+        for index, (lookup,) in answers.items():
+            expected = Status.ANSWER if index % 2 else Status.NXDOMAIN
+            assert lookup.status is expected, (index, lookup)
+        assert bulk.client.inflight == 0 and bulk.client.stats.peak_inflight == 50
+    finally:
+        await bulk.close()

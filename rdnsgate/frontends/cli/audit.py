@@ -32,11 +32,10 @@ from rdnsgate.frontends.cli.exits import for_result
 from rdnsgate.frontends.cli.options import Format
 from rdnsgate.frontends.cli.runtime import run_loop, tune_gc
 from rdnsgate.lookups import build_resolver
-from rdnsgate.model import IPAddress, Result
-from rdnsgate.policy.evaluate import Engine
-
-MAX_NETWORK = 1 << 24
-
+from rdnsgate.lookups.bulk import BulkClient, BulkResolver
+from rdnsgate.lookups.nameservers import resolve_nameservers
+from rdnsgate.model import IPAddress, IprevReport, Result
+from rdnsgate.policy.evaluate import BulkIprev, Engine
 
 MAX_NETWORK = 1 << 24
 COLUMNS = (
@@ -159,10 +158,9 @@ class Summary:
         return for_result(Result.PASS)
 
 
-async def _check(engine: Engine, target: Target) -> dict[str, Any]:
-    iprev = await engine.iprev(target.ip)
+def _row(target: Target, iprev: IprevReport) -> dict[str, Any]:
     outcome = iprev.result
-    row: dict[str, Any] = {
+    return {
         "ip": str(target.ip),
         "iprev": outcome.result.value,
         "reason": outcome.reason,
@@ -174,11 +172,14 @@ async def _check(engine: Engine, target: Target) -> dict[str, Any]:
         "helo_align": "",
         "detail": outcome.detail,
     }
-    if target.helo is not None:
-        helo, align = await engine.helo(target.helo, target.ip, iprev)
-        row.update(helo_result=helo.result.value, helo_reason=helo.reason, helo_align=align.result.value)
-        if helo.result is not Result.PASS:
-            row["detail"] += f"; HELO: {helo.detail}"
+
+
+async def _add_helo(engine: Engine, target: Target, iprev: IprevReport, row: dict[str, Any]) -> dict[str, Any]:
+    assert target.helo is not None
+    helo, align = await engine.helo(target.helo, target.ip, iprev)
+    row.update(helo_result=helo.result.value, helo_reason=helo.reason, helo_align=align.result.value)
+    if helo.result is not Result.PASS:
+        row["detail"] += f"; HELO: {helo.detail}"
     return row
 
 
@@ -210,17 +211,81 @@ async def check_all(
     concurrency: int,
     emit: Callable[[dict[str, Any]], None],
 ) -> None:
-    """`concurrency` workers take targets until `next_target` gives None; each row goes to `emit`."""
+    """Check targets, `concurrency` at once, until `next_target` gives None; each row goes to `emit`.
+
+    The iprev chains run on callbacks (`BulkIprev`: no coroutine per address or
+    question); a target with a HELO has its HELO lookups done by the `Engine`
+    afterwards, as `rdnsgate check` does them.
+    """
+    loop = asyncio.get_running_loop()
+    nameservers = resolve_nameservers(dns.nameservers)
+    client = BulkClient(nameservers, timeout=dns.timeout, tries=dns.tries, max_inflight=dns.max_inflight)
+    bulk = BulkIprev(
+        BulkResolver(client, max_cnames=dns.max_cnames, default_negative_ttl=dns.default_negative_ttl), CheckSettings()
+    )
     resolver = build_resolver(dns)
     engine = Engine(resolver, CheckSettings())
+    active = 0
+    freed: asyncio.Future[None] | None = None
+    failure: list[BaseException] = []
 
-    async def worker() -> None:
-        while (target := await next_target()) is not None:
-            emit(await _check(engine, target))
+    def finished(row: dict[str, Any]) -> None:
+        nonlocal active, freed
+        active -= 1
+        try:
+            emit(row)
+        except BaseException as exc:  # the output is gone (a closed pipe): stop feeding
+            failure.append(exc)
+        if freed is not None and not freed.done():
+            freed.set_result(None)
+
+    def helo_done(task: asyncio.Task[dict[str, Any]]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            failure.append(exc)
+            finished_failed()
+            return
+        finished(task.result())
+
+    def finished_failed() -> None:
+        nonlocal active, freed
+        active -= 1
+        if freed is not None and not freed.done():
+            freed.set_result(None)
+
+    helo_tasks: set[asyncio.Task[dict[str, Any]]] = set()
+
+    def start(target: Target) -> None:
+        def iprev_done(iprev: IprevReport) -> None:
+            row = _row(target, iprev)
+            if target.helo is None:
+                finished(row)
+                return
+            task = asyncio.ensure_future(_add_helo(engine, target, iprev, row))
+            helo_tasks.add(task)
+            task.add_done_callback(helo_tasks.discard)
+            task.add_done_callback(helo_done)
+
+        bulk.check(target.ip, iprev_done)
 
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        while not failure and (target := await next_target()) is not None:
+            while active >= concurrency and not failure:
+                freed = loop.create_future()
+                await freed
+            active += 1
+            start(target)
+        while active and not failure:
+            freed = loop.create_future()
+            await freed
+        if failure:
+            raise failure[0]
     finally:
+        for task in helo_tasks:
+            task.cancel()
+        await client.close()
         await resolver.close()
 
 

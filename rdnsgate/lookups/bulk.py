@@ -1,0 +1,393 @@
+"""Many independent questions at once, on callbacks: the transport of bulk work (the audit).
+
+`DnsClient` gives every question a coroutine and a future, which is right for
+a mail session that awaits a handful of lookups.  An audit asks two questions
+for each of tens of thousands of addresses, and there that machinery was most
+of its CPU (BENCHMARKS.md).  `BulkClient.ask` takes a callback instead: the
+reply (or the `Failure`) is handed to it from the socket's read callback, and
+every datagram waiting on a socket is read in that one wake-up.
+
+It asks as `DnsClient` does, with the same outcomes:
+
+- replies are matched by ID, question and source (a connected socket); garbage,
+  queries and late duplicates are dropped;
+- at most `max_inflight` questions are on the wire, the rest wait in order;
+- each try waits `timeout` seconds, growing by half each retry, with ±10%
+  jitter; tries rotate over the nameservers from a random one; an ICMP error or
+  a malformed reply counts as that try's failure;
+- NOERROR and NXDOMAIN are answers; SERVFAIL, REFUSED and other rcodes move on
+  to the next nameserver when there is one, else they are the outcome;
+- a truncated reply is asked again over TCP (`transport.ask_tcp`);
+- a question may carry a deadline (loop time) past which no try starts.
+
+`BulkResolver.lookup` follows CNAMEs with the same `Chase` as `Resolver`
+(no cache and no joining of equal questions: an audit asks each name once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+import socket
+from collections.abc import Callable
+
+from rdnsgate.lookups.lookup import Chase
+from rdnsgate.lookups.transport import (
+    SWEEP_INTERVAL,
+    ClientStats,
+    Failure,
+    Nameserver,
+    _ids,
+    ask_tcp,
+    rcode_failure,
+)
+from rdnsgate.lookups.wire import (
+    RCODE_NOERROR,
+    RCODE_NXDOMAIN,
+    Reply,
+    WireError,
+    decode_reply,
+    encode_query,
+    encode_question,
+    question_key,
+)
+from rdnsgate.model import Lookup, Status
+
+Outcome = Reply | Failure
+Done = Callable[[Outcome], None]
+
+_jitter = random.Random()
+
+
+class _Ask:
+    """One question across its tries."""
+
+    __slots__ = (
+        "attempt",
+        "deadline",
+        "done",
+        "expires",
+        "key",
+        "last",
+        "question",
+        "server",
+        "socket",
+        "start",
+        "wait",
+    )
+
+    def __init__(self, question: bytes, done: Done, deadline: float | None, start: int) -> None:
+        self.question = question
+        self.done = done
+        self.deadline = deadline
+        self.attempt = 0
+        self.start = start
+        self.key: tuple[int, bytes] | None = None
+        self.socket: _Socket | None = None
+        self.expires = 0.0
+        self.server: Nameserver | None = None
+        self.wait = 0.0
+        self.last = Failure(Status.TIMEOUT, "no reply")
+
+
+class _Socket:
+    """One connected, non-blocking UDP socket to one nameserver and the questions waiting on it."""
+
+    __slots__ = ("fd", "pending", "server", "sock")
+
+    def __init__(self, server: Nameserver) -> None:
+        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            with contextlib.suppress(OSError):  # the kernel caps it quietly
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            self.sock.connect((server.host, server.port))
+        except OSError:
+            self.sock.close()
+            raise
+        self.server = server
+        self.fd = self.sock.fileno()
+        self.pending: dict[tuple[int, bytes], _Ask] = {}
+
+
+class BulkClient:
+    """Asks questions of a list of nameservers for callbacks; see the module docstring."""
+
+    def __init__(
+        self,
+        nameservers: list[Nameserver],
+        *,
+        timeout: float = 2.0,
+        tries: int = 3,
+        max_inflight: int = 100,
+        sockets_per_server: int = 4,
+        udp_size: int = 1232,
+    ) -> None:
+        if not nameservers:
+            raise ValueError("at least one nameserver is needed")
+        self.nameservers = list(nameservers)
+        self.timeout = timeout
+        self.tries = max(1, tries)
+        self.max_inflight = max(1, max_inflight)
+        self.sockets_per_server = max(1, sockets_per_server)
+        self.udp_size = udp_size
+        self.stats = ClientStats()
+        self.inflight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sockets: dict[Nameserver, list[_Socket]] = {}
+        self._turn = 0
+        self._waiting: collections.deque[_Ask] = collections.deque()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tcp: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- asking ------------------------------------------------------------------------
+
+    def ask(self, qname: str, qtype: int, done: Done, deadline: float | None = None) -> None:
+        """Ask `qname`/`qtype`; `done` is called once, later, with the reply or the failure."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        try:
+            question = encode_question(qname, qtype)
+        except WireError as exc:
+            self._loop.call_soon(done, Failure(Status.ERROR, str(exc)))
+            return
+        count = len(self.nameservers)
+        self._try(_Ask(question, done, deadline, _jitter.randrange(count) if count > 1 else 0))
+
+    def _try(self, ask: _Ask) -> None:
+        """Start the next try of `ask`, or end it with its last failure."""
+        loop = self._loop
+        assert loop is not None
+        if ask.attempt >= self.tries:
+            ask.done(ask.last)
+            return
+        server = self.nameservers[(ask.start + ask.attempt) % len(self.nameservers)]
+        wait = self.timeout * (1 + 0.5 * ask.attempt) * _jitter.uniform(0.9, 1.1)
+        if ask.deadline is not None:
+            wait = min(wait, ask.deadline - loop.time())
+            if wait <= 0:
+                failure = Failure(ask.last.status, ask.last.detail + "; the check's deadline passed")
+                if ask.attempt == 0:  # still inside ask(): `done` is never called from there
+                    loop.call_soon(ask.done, failure)
+                else:
+                    ask.done(failure)
+                return
+        ask.server, ask.wait = server, wait
+        ask.attempt += 1
+        if self.inflight >= self.max_inflight:
+            self._waiting.append(ask)
+            return
+        self._send(ask)
+
+    def _send(self, ask: _Ask) -> None:
+        server = ask.server
+        assert server is not None and self._loop is not None
+        pool = self._sockets.get(server)
+        if pool is None:
+            try:
+                pool = self._sockets[server] = self._open(server)
+            except OSError as exc:
+                ask.last = Failure(Status.TIMEOUT, f"cannot reach {server}: {exc.strerror or exc}")
+                self._loop.call_soon(self._try, ask)
+                return
+        self._turn += 1
+        sock = pool[self._turn % len(pool)]
+        lowered = ask.question.lower()
+        key = (_ids.next(), lowered)
+        while key in sock.pending:
+            key = (_ids.next(), lowered)
+        ask.key, ask.socket = key, sock
+        ask.expires = self._loop.time() + ask.wait
+        sock.pending[key] = ask
+        self.inflight += 1
+        if self.inflight > self.stats.peak_inflight:
+            self.stats.peak_inflight = self.inflight
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self.stats.sent_udp += 1
+        try:
+            sock.sock.send(encode_query(key[0], ask.question, self.udp_size))
+        except BlockingIOError:
+            pass  # the send buffer is full: this try times out and the next one is sent
+        except OSError as exc:  # an ICMP error of an earlier try: handled as if read
+            self._loop.call_soon(self._unreachable, sock, exc)
+
+    def _open(self, server: Nameserver) -> list[_Socket]:
+        assert self._loop is not None
+        pool = []
+        try:
+            for _ in range(self.sockets_per_server):
+                item = _Socket(server)
+                pool.append(item)
+                self._loop.add_reader(item.fd, self._readable, item)
+        except OSError:
+            for item in pool:
+                self._loop.remove_reader(item.fd)
+                item.sock.close()
+            raise
+        return pool
+
+    def _finished(self, ask: _Ask) -> None:
+        """`ask`'s try is over (answered, failed or timed out): free its place on the wire."""
+        self.inflight -= 1
+        if self._waiting and self.inflight < self.max_inflight:
+            self._send(self._waiting.popleft())
+
+    # -- replies -----------------------------------------------------------------------
+
+    def _readable(self, sock: _Socket) -> None:
+        """Every datagram waiting on `sock`, each handled as it is read."""
+        recv = sock.sock.recv
+        pending = sock.pending
+        while True:
+            try:
+                data = recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._unreachable(sock, exc)
+                return
+            try:
+                key = question_key(data)
+            except WireError:
+                self.stats.dropped += 1
+                continue
+            ask = pending.pop(key, None)
+            if ask is None or not data[2] & 0x80:  # unknown, late, or a query instead of a reply
+                if ask is not None:
+                    pending[key] = ask
+                self.stats.dropped += 1
+                continue
+            self._finished(ask)
+            try:
+                reply = decode_reply(data)
+            except WireError as exc:
+                ask.last = Failure(Status.ERROR, f"malformed reply from {sock.server}: {exc}")
+                self._try(ask)
+                continue
+            self._replied(ask, reply)
+
+    def _replied(self, ask: _Ask, reply: Reply) -> None:
+        if reply.truncated:
+            task = asyncio.ensure_future(self._over_tcp(ask))
+            self._tcp.add(task)
+            task.add_done_callback(self._tcp.discard)
+            return
+        rcode = reply.rcode
+        self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
+        if rcode in (RCODE_NOERROR, RCODE_NXDOMAIN):
+            ask.done(reply)
+            return
+        assert ask.server is not None
+        ask.last = rcode_failure(rcode, ask.server)
+        if len(self.nameservers) == 1:
+            ask.done(ask.last)
+        else:
+            self._try(ask)
+
+    async def _over_tcp(self, ask: _Ask) -> None:
+        assert ask.server is not None
+        outcome = await ask_tcp(ask.server, ask.question, ask.wait, self.stats)
+        if isinstance(outcome, Reply) and not outcome.truncated:
+            self._replied(ask, outcome)
+        else:
+            ask.last = outcome if isinstance(outcome, Failure) else Failure(Status.ERROR, "truncated TCP reply")
+            self._try(ask)
+
+    def _unreachable(self, sock: _Socket, exc: OSError) -> None:
+        """An ICMP error on a connected socket: the nameserver is not there; every try on it failed."""
+        failure = Failure(Status.TIMEOUT, f"nameserver unreachable: {exc.strerror or exc}")
+        asks = list(sock.pending.values())
+        sock.pending.clear()
+        for ask in asks:
+            self._finished(ask)
+            ask.last = failure
+        for ask in asks:
+            self._try(ask)
+
+    def _sweep(self) -> None:
+        """Every try past its time is over: retried, or failed."""
+        assert self._loop is not None
+        now = self._loop.time()
+        expired = []
+        for pool in self._sockets.values():
+            for sock in pool:
+                late = [key for key, ask in sock.pending.items() if ask.expires <= now]
+                for key in late:
+                    expired.append(sock.pending.pop(key))
+        for ask in expired:
+            self.stats.timeouts += 1
+            self._finished(ask)
+            ask.last = Failure(Status.TIMEOUT, f"no reply from {ask.server} within {ask.wait:.1f}s")
+        for ask in expired:
+            self._try(ask)
+        busy = self.inflight or self._waiting
+        self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep) if busy and not self._closed else None
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for task in list(self._tcp):
+            task.cancel()
+        for pool in self._sockets.values():
+            for sock in pool:
+                if self._loop is not None:
+                    self._loop.remove_reader(sock.fd)
+                sock.sock.close()
+        self._sockets.clear()
+
+
+class BulkResolver:
+    """`Lookup` values for callbacks: CNAMEs followed with `Chase`, as `Resolver` does (no cache)."""
+
+    def __init__(self, client: BulkClient, *, max_cnames: int = 8, default_negative_ttl: int = 300) -> None:
+        self.client = client
+        self.max_cnames = max_cnames
+        self.default_negative_ttl = default_negative_ttl
+
+    def lookup(self, name: str, qtype: str, done: Callable[[Lookup], None], deadline: float | None = None) -> None:
+        """Resolve `name`/`qtype`; `done` is called once, later, with the `Lookup`."""
+        qname = name.lower()
+        if qname.endswith(".") and not qname.endswith("\\."):
+            qname = qname[:-1]
+        _Following(self, Chase(qname, qtype, self.max_cnames, self.default_negative_ttl), done, deadline).ask()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class _Following:
+    """One lookup across its CNAME hops."""
+
+    __slots__ = ("chase", "deadline", "done", "hops", "resolver")
+
+    def __init__(self, resolver: BulkResolver, chase: Chase, done: Callable[[Lookup], None], deadline: float | None):
+        self.resolver = resolver
+        self.chase = chase
+        self.done = done
+        self.deadline = deadline
+        self.hops = 0
+
+    def ask(self) -> None:
+        self.resolver.client.ask(self.chase.current, self.chase.code, self.replied, self.deadline)
+
+    def replied(self, outcome: Outcome) -> None:
+        chase = self.chase
+        if isinstance(outcome, Failure):
+            self.done(chase.failed(outcome.status, outcome.detail))
+            return
+        lookup = chase.step(outcome)
+        if lookup is not None:
+            self.done(lookup)
+            return
+        self.hops += 1
+        if self.hops > self.resolver.max_cnames:
+            self.done(chase.too_long())
+            return
+        self.ask()
