@@ -6,10 +6,10 @@ zone (bench/zones.py) holds 65,536 addresses of RFC 2544's benchmarking range,
 about 10% of them broken.  adns cannot be given a port, so knotd listens on
 port 53 of a loopback address of its own: run this as root.
 
-Writes checks/s, CPU seconds per 1,000 checks and the ratio into
+Writes checks/s, CPU seconds per 1,000 checks and the ratio of the median runs (every run listed) into
 BENCHMARKS.md (between the audit markers) and prints the same table.
 
-    .venv/bin/python bench/audit_vs_adns.py [--runs 3] [--concurrency 100] [--workers N]
+    .venv/bin/python bench/audit_vs_adns.py [--runs 5] [--concurrency 100] [--workers N]
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,34 +108,48 @@ def run_rdnsgate(workdir: Path, concurrency: int, workers: int | None) -> Run:
     return run
 
 
-def table(adns: Run, ours: Run, runs: int, command: str) -> str:
-    ratio = ours.rate / adns.rate
-    cpu_ratio = ours.cpu_per_1000 / adns.cpu_per_1000
+def median_run(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
+
+
+def table(adns_runs: list[Run], our_runs: list[Run], command: str, load: tuple[float, float]) -> str:
+    adns, ours = median_run(adns_runs), median_run(our_runs)
+    ratios = [mine.rate / theirs.rate for theirs, mine in zip(adns_runs, our_runs, strict=True)]
     cpu = os.cpu_count()
+
+    def rates(runs: list[Run]) -> str:
+        return ", ".join(f"{run.rate:,.0f}" for run in runs)
+
     return "\n".join(
         [
-            f"Measured {datetime.now(UTC):%Y-%m-%d} on {cpu} cores with `{command}`: a cold audit of",
+            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {cpu} cores with `{command}`: a cold audit of",
             f"{NETWORK} ({NETWORK.num_addresses:,} addresses, {expected_broken():,} broken) against one knotd,",
-            f"best of {runs} runs each, both tools in the same run.",
+            f"{len(our_runs)} runs of each tool, alternating; load average {load[0]:.2f} before, {load[1]:.2f} after.",
+            "The median run of each counts; every run is listed below the table.",
             "",
             "| tool | checks/s | CPU s per 1,000 checks | wall s |",
             "|---|---:|---:|---:|",
             f"| `adnslogres -c 100` (adns 1.6, C) | {adns.rate:,.0f} | {adns.cpu_per_1000:.3f} | {adns.wall:.2f} |",
             f"| `rdnsgate audit` | {ours.rate:,.0f} | {ours.cpu_per_1000:.3f} | {ours.wall:.2f} |",
-            f"| **ratio rdnsgate / adns** | **{ratio:.3f}×** | {cpu_ratio:.1f}× the CPU | |",
+            f"| **ratio rdnsgate / adns** | **{ours.rate / adns.rate:.3f}×** | "
+            f"{ours.cpu_per_1000 / adns.cpu_per_1000:.1f}× the CPU | |",
+            "",
+            f"Every run, checks/s: adns {rates(adns_runs)}; rdnsgate {rates(our_runs)}; "
+            f"ratio of each pair {', '.join(f'{ratio:.3f}' for ratio in ratios)}.",
         ]
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--workers", type=int, default=None, help="rdnsgate audit --workers (default: its own)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     need_root("adns asks port 53 only, so knotd must bind 127.0.53.1:53")
     need_tools(("adnslogres",), "apt-get install adns-tools; make bench does")
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rdnsgate-bench-") as tmp:
         workdir = Path(tmp)
         with KnotServer(workdir / "knot", zones(), address=ADDRESS, port=53, udp_workers=2):
@@ -144,14 +157,11 @@ def main() -> None:
             for _ in range(args.runs):
                 adns_runs.append(run_adns(workdir))
                 our_runs.append(run_rdnsgate(workdir, args.concurrency, args.workers))
-        adns = max(adns_runs, key=lambda run: run.rate)
-        ours = max(our_runs, key=lambda run: run.rate)
-        spread = statistics.pstdev(run.rate for run in our_runs) / ours.rate if len(our_runs) > 1 else 0.0
-        section = table(adns, ours, args.runs, "make bench")
-        print(section)
-        print(f"(rdnsgate run-to-run spread: {spread:.1%})")
-        if not args.no_write:
-            write_section(MARK, "Audit: rdnsgate vs adns", section)
+                print(f"adns {adns_runs[-1].rate:,.0f}/s, rdnsgate {our_runs[-1].rate:,.0f}/s", flush=True)
+    section = table(adns_runs, our_runs, "make bench", (load_before, os.getloadavg()[0]))
+    print(section)
+    if not args.no_write:
+        write_section(MARK, "Audit: rdnsgate vs adns", section)
 
 
 if __name__ == "__main__":

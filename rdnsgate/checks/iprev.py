@@ -102,8 +102,12 @@ def evaluate_iprev(
     ptr: Lookup,
     forward: Mapping[str, Lookup],
     max_names: int = DEFAULT_MAX_PTR_NAMES,
+    names: PtrNames | None = None,
 ) -> IprevReport:
-    """Apply the iprev rules to fetched values.  `forward` maps examined names to lookups."""
+    """Apply the iprev rules to fetched values.  `forward` maps examined names to lookups.
+
+    `names` is `names_to_examine(ptr, max_names)` when the caller has it already.
+    """
     rtype = forward_type(ip)
     if ptr.temporary:
         res = _result(
@@ -113,7 +117,8 @@ def evaluate_iprev(
             (ptr,),
         )
         return IprevReport(ip, res, ptr)
-    names = names_to_examine(ptr, max_names)
+    if names is None:
+        names = names_to_examine(ptr, max_names)
     if ptr.status is not Status.ANSWER or not (names.examined or names.invalid):
         word = "does not exist" if ptr.status is Status.NXDOMAIN else "has no PTR record"
         res = _result(Result.PERMERROR, "no-ptr", f"{ip} has no reverse DNS: {ptr.qname} {word}", (ptr,))

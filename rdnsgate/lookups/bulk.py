@@ -49,9 +49,9 @@ from rdnsgate.lookups.wire import (
     Reply,
     WireError,
     decode_reply,
+    decodes_unchanged,
     encode_query,
     encode_question,
-    question_key,
 )
 from rdnsgate.model import Lookup, Status
 
@@ -65,12 +65,14 @@ class _Ask:
     """One question across its tries."""
 
     __slots__ = (
+        "asked",
         "attempt",
         "deadline",
         "done",
         "expires",
-        "key",
         "last",
+        "lowered",
+        "qid",
         "question",
         "server",
         "socket",
@@ -78,13 +80,15 @@ class _Ask:
         "wait",
     )
 
-    def __init__(self, question: bytes, done: Done, deadline: float | None, start: int) -> None:
+    def __init__(self, question: bytes, asked: str | None, done: Done, deadline: float | None, start: int) -> None:
         self.question = question
+        self.lowered = question.lower()
+        self.asked = asked  # the name, when decoding the question would give it back as it is
         self.done = done
         self.deadline = deadline
         self.attempt = 0
         self.start = start
-        self.key: tuple[int, bytes] | None = None
+        self.qid = 0
         self.socket: _Socket | None = None
         self.expires = 0.0
         self.server: Nameserver | None = None
@@ -110,7 +114,7 @@ class _Socket:
             raise
         self.server = server
         self.fd = self.sock.fileno()
-        self.pending: dict[tuple[int, bytes], _Ask] = {}
+        self.pending: dict[int, _Ask] = {}  # by query ID
 
 
 class BulkClient:
@@ -156,7 +160,8 @@ class BulkClient:
             self._loop.call_soon(done, Failure(Status.ERROR, str(exc)))
             return
         count = len(self.nameservers)
-        self._try(_Ask(question, done, deadline, _jitter.randrange(count) if count > 1 else 0))
+        asked = qname if decodes_unchanged(qname) else None
+        self._try(_Ask(question, asked, done, deadline, _jitter.randrange(count) if count > 1 else 0))
 
     def _try(self, ask: _Ask) -> None:
         """Start the next try of `ask`, or end it with its last failure."""
@@ -196,13 +201,13 @@ class BulkClient:
                 return
         self._turn += 1
         sock = pool[self._turn % len(pool)]
-        lowered = ask.question.lower()
-        key = (_ids.next(), lowered)
-        while key in sock.pending:
-            key = (_ids.next(), lowered)
-        ask.key, ask.socket = key, sock
+        pending = sock.pending
+        qid = _ids.next()
+        while qid in pending:
+            qid = _ids.next()
+        ask.qid, ask.socket = qid, sock
         ask.expires = self._loop.time() + ask.wait
-        sock.pending[key] = ask
+        pending[qid] = ask
         self.inflight += 1
         if self.inflight > self.stats.peak_inflight:
             self.stats.peak_inflight = self.inflight
@@ -210,7 +215,7 @@ class BulkClient:
             self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.stats.sent_udp += 1
         try:
-            sock.sock.send(encode_query(key[0], ask.question, self.udp_size))
+            sock.sock.send(encode_query(qid, ask.question, self.udp_size))
         except BlockingIOError:
             pass  # the send buffer is full: this try times out and the next one is sent
         except OSError as exc:  # an ICMP error of an earlier try: handled as if read
@@ -251,20 +256,21 @@ class BulkClient:
             except OSError as exc:
                 self._unreachable(sock, exc)
                 return
-            try:
-                key = question_key(data)
-            except WireError:
+            # The reply to a question on the wire: its ID, the QR bit, one question, and that question's
+            # bytes (up to case) as asked; anything else is dropped (RFC 5452).
+            ask = pending.get((data[0] << 8) | data[1]) if len(data) >= 12 else None
+            if (
+                ask is None
+                or not data[2] & 0x80
+                or data[4:6] != b"\x00\x01"
+                or data[12 : 12 + len(ask.lowered)].lower() != ask.lowered
+            ):
                 self.stats.dropped += 1
                 continue
-            ask = pending.pop(key, None)
-            if ask is None or not data[2] & 0x80:  # unknown, late, or a query instead of a reply
-                if ask is not None:
-                    pending[key] = ask
-                self.stats.dropped += 1
-                continue
+            del pending[ask.qid]
             self._finished(ask)
             try:
-                reply = decode_reply(data)
+                reply = decode_reply(data, ask.asked)
             except WireError as exc:
                 ask.last = Failure(Status.ERROR, f"malformed reply from {sock.server}: {exc}")
                 self._try(ask)
@@ -316,9 +322,9 @@ class BulkClient:
         expired = []
         for pool in self._sockets.values():
             for sock in pool:
-                late = [key for key, ask in sock.pending.items() if ask.expires <= now]
-                for key in late:
-                    expired.append(sock.pending.pop(key))
+                late = [qid for qid, ask in sock.pending.items() if ask.expires <= now]
+                for qid in late:
+                    expired.append(sock.pending.pop(qid))
         for ask in expired:
             self.stats.timeouts += 1
             self._finished(ask)

@@ -62,6 +62,11 @@ class Chase:
         code = self.code
         answer = reply.answer
         target = self.current
+        if len(answer) == 1 and self.qtype != "MX":  # one record of the type asked: the common case, cheaply
+            rr = answer[0]
+            if rr.rtype == code and rr.name == target and isinstance(rr.data, str):
+                ttl = min(self.ttl, rr.ttl)
+                return Lookup(self.qname, self.qtype, Status.ANSWER, (rr.data,), (), ttl, tuple(self.chain))
         while True:
             found = [rr for rr in answer if rr.rtype == code and rr.name == target]
             if found:

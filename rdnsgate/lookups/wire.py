@@ -39,6 +39,8 @@ _SOA_TAIL = struct.Struct("!5I")
 _MAX_POINTERS = 64
 _SAFE_LABEL = re.compile(rb"[A-Za-z0-9_-]+\Z")
 _SAFE_NAME = re.compile(rb"[A-Za-z0-9_.-]*\Z")
+_UNCHANGED = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63}){0,126}\Z")
+_PLAIN_NAME = re.compile(rb"(?:[^.\\]{1,63}\.){0,126}[^.\\]{1,63}\Z")
 _LENGTH = [bytes([n]) for n in range(64)]
 
 
@@ -139,10 +141,10 @@ def encode_name(name: str) -> bytes:
         return b"\x00"
     if name.endswith(".") and not name.endswith("\\."):
         name = name[:-1]
-    if "\\" not in name and name.isascii():
-        labels = name.encode("ascii").split(b".")
-        if all(0 < len(label) <= 63 for label in labels) and len(name) <= 253:
-            return b"".join(_LENGTH[len(label)] + label for label in labels) + b"\x00"
+    if name.isascii():
+        raw = name.encode("ascii")
+        if len(raw) <= 253 and _PLAIN_NAME.match(raw):  # no escapes, labels of 1-63 bytes
+            return b"".join([_LENGTH[len(label)] + label for label in raw.split(b".")]) + b"\x00"
     out = bytearray()
     try:
         for label in _split_labels(name):
@@ -293,8 +295,18 @@ def _read_rrs(msg: bytes, offset: int, count: int, qname: str) -> tuple[list[RR]
     return records, offset
 
 
-def decode_reply(msg: bytes) -> Reply:
-    """Decode a whole reply (answer and authority sections); raises WireError."""
+def decodes_unchanged(name: str) -> bool:
+    """True when `name` is lower-case letters, digits, ``-`` and ``_`` in labels of 1-63: its wire form
+    decodes back to `name` itself, so a reply whose question is that wire form need not be read for it."""
+    return len(name) <= 253 and _UNCHANGED.match(name) is not None
+
+
+def decode_reply(msg: bytes, asked: str | None = None) -> Reply:
+    """Decode a whole reply (answer and authority sections); raises WireError.
+
+    `asked`: the question's name, when the caller has matched the reply's question byte for byte to
+    its own and `decodes_unchanged(asked)`; the question's name is then not read again.
+    """
     if len(msg) < 12:
         raise WireError("shorter than a DNS header")
     qid, flags, qdcount, ancount, nscount, _arcount = _HEADER.unpack_from(msg)
@@ -302,7 +314,10 @@ def decode_reply(msg: bytes) -> Reply:
         raise WireError("not a reply")
     if qdcount != 1:
         raise WireError(f"reply holds {qdcount} questions")
-    qname, offset = _read_name(msg, 12)
+    if asked is not None:
+        qname, offset = asked, 12 + len(asked) + 2  # a length byte before each label, the root after
+    else:
+        qname, offset = _read_name(msg, 12)
     if offset + 4 > len(msg):
         raise WireError("truncated question")
     qtype, _ = _QTAIL.unpack_from(msg, offset)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from rdnsgate.checks.generic import DEFAULT_EXEMPT_DOMAINS, evaluate_generic
 from rdnsgate.checks.helo import HeloForm, classify_helo, evaluate_alignment, evaluate_helo
-from rdnsgate.checks.iprev import evaluate_iprev, forward_type, names_to_examine
+from rdnsgate.checks.iprev import PtrNames, evaluate_iprev, forward_type, names_to_examine
 from rdnsgate.checks.names import reverse_pointer
 from rdnsgate.checks.sender import SenderForm, evaluate_sender, parse_reverse_path
 from rdnsgate.config import CheckSettings
@@ -55,7 +55,7 @@ class Engine:
         ptr = await self.resolver.lookup(reverse_pointer(ip), "PTR", deadline)
         names = names_to_examine(ptr, self.settings.max_ptr_names)
         forward = await lookup_all(self.resolver, names.examined, forward_type(ip), deadline) if names.examined else {}
-        return evaluate_iprev(ip, ptr, forward, self.settings.max_ptr_names)
+        return evaluate_iprev(ip, ptr, forward, self.settings.max_ptr_names, names)
 
     async def iprev_at_source(self, source: AuthorityLookups, ip: IPAddress) -> IprevReport:
         """The iprev chain of `ip` as the authoritative servers see it, no cache in between."""
@@ -63,7 +63,9 @@ class Engine:
         names = names_to_examine(ptr, self.settings.max_ptr_names)
         qtype = forward_type(ip)
         forward = await asyncio.gather(*(source.lookup(name, qtype) for name in names.examined))
-        return evaluate_iprev(ip, ptr, dict(zip(names.examined, forward, strict=True)), self.settings.max_ptr_names)
+        return evaluate_iprev(
+            ip, ptr, dict(zip(names.examined, forward, strict=True)), self.settings.max_ptr_names, names
+        )
 
     async def helo_lookups(self, form: HeloForm, deadline: float | None = None) -> HeloLookups:
         if not form.needs_lookup:
@@ -123,8 +125,9 @@ class BulkIprev:
 
 
 class _IprevChain:
-    __slots__ = ("bulk", "deadline", "done", "forward", "ip", "missing", "ptr")
+    __slots__ = ("bulk", "deadline", "done", "forward", "ip", "missing", "names", "ptr")
     ptr: Lookup
+    names: PtrNames
 
     def __init__(self, bulk: BulkIprev, ip: IPAddress, done: Callable[[IprevReport], None], deadline: float) -> None:
         self.bulk = bulk
@@ -139,7 +142,8 @@ class _IprevChain:
 
     def _got_ptr(self, ptr: Lookup) -> None:
         self.ptr = ptr
-        names = names_to_examine(ptr, self.bulk.settings.max_ptr_names).examined
+        self.names = names_to_examine(ptr, self.bulk.settings.max_ptr_names)
+        names = self.names.examined
         if not names:
             self._finish()
             return
@@ -155,4 +159,4 @@ class _IprevChain:
             self._finish()
 
     def _finish(self) -> None:
-        self.done(evaluate_iprev(self.ip, self.ptr, self.forward, self.bulk.settings.max_ptr_names))
+        self.done(evaluate_iprev(self.ip, self.ptr, self.forward, self.bulk.settings.max_ptr_names, self.names))

@@ -19,6 +19,7 @@ from rdnsgate.lookups.wire import (
     TYPES,
     WireError,
     decode_reply,
+    decodes_unchanged,
     encode_query,
     encode_question,
     question_key,
@@ -64,8 +65,11 @@ def test_reply_decodes_like_dnspython(
     if addrs6:
         reply.answer.append(dns.rrset.from_text(owner, ttl, "IN", "AAAA", *addrs6))
     reply.authority.append(dns.rrset.from_text(owner, 300, "IN", "SOA", f"ns.{qname}. h.{qname}. 7 1 1 1 {soa_min}"))
-    ours = decode_reply(reply.to_wire())
+    wire = reply.to_wire()
+    ours = decode_reply(wire)
     assert ours.qid == reply.id and ours.rcode == rcode and ours.qname == qname
+    assert decodes_unchanged(qname)
+    assert decode_reply(wire, qname) == ours  # the question's name taken as asked (the audit's path)
     assert sorted(rr.data for rr in ours.answer if rr.rtype == 12) == sorted(ptrs)  # type: ignore[type-var]
     assert sorted(rr.data for rr in ours.answer if rr.rtype == 1) == sorted(addrs)  # type: ignore[type-var]
     assert sorted(rr.data for rr in ours.answer if rr.rtype == 28) == sorted(  # type: ignore[type-var]
@@ -74,6 +78,25 @@ def test_reply_decodes_like_dnspython(
     soa = ours.authority[0].data
     assert isinstance(soa, SOA) and soa.minimum == soa_min and soa.serial == 7
     assert all(rr.ttl == (ttl & 0x7FFFFFFF) for rr in ours.answer)
+
+
+any_name = st.lists(st.text(st.sampled_from("aZ09-_.\\ é*"), min_size=1, max_size=8), min_size=1, max_size=4).map(
+    ".".join
+)
+
+
+@given(any_name)
+def test_a_name_decodes_unchanged_only_when_it_does(name: str) -> None:
+    """`decodes_unchanged` may let a reply's question go unread only when reading it would give `name`."""
+    try:
+        wire = encode_query(1, encode_question(name, 1))
+    except WireError:
+        assert not decodes_unchanged(name)
+        return
+    reply = dns.message.make_response(dns.message.from_wire(wire)).to_wire()
+    if decodes_unchanged(name):
+        assert decode_reply(reply).qname == name
+        assert decode_reply(reply, name) == decode_reply(reply)
 
 
 def test_odd_bytes_in_names_are_escaped() -> None:

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -38,6 +38,7 @@ from rdnsgate.model import IPAddress, IprevReport, Result
 from rdnsgate.policy.evaluate import BulkIprev, Engine
 
 MAX_NETWORK = 1 << 24
+BATCH = 256  # addresses handed out at once (to a worker process, or from the generator)
 COLUMNS = (
     "ip",
     "iprev",
@@ -52,10 +53,10 @@ COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     ip: IPAddress
-    helo: str | None = None
+    helo: str | None
+    text: str  # str(ip), made once: the row and the worker processes take it
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,9 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 def _expand(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Iterator[Target]:
     for network in networks:
         for ip in network:
-            yield Target(parse_ip(str(ip)) if ip.version == 6 else ip)
+            if ip.version == 6:
+                ip = parse_ip(str(ip))  # an IPv4-mapped address is audited as IPv4
+            yield Target(ip, None, str(ip))
 
 
 def _read_lines(lines: Iterable[str], name: str) -> Iterator[Target | BadLine]:
@@ -100,7 +103,7 @@ def _read_lines(lines: Iterable[str], name: str) -> Iterator[Target | BadLine]:
         except ValueError:
             yield BadLine(where, f"{fields[0]!r} is not an IP address")
             continue
-        yield Target(ip, fields[1] if len(fields) == 2 else None)
+        yield Target(ip, fields[1] if len(fields) == 2 else None, str(ip))
 
 
 def _file_lines(file: Path) -> Iterator[Target | BadLine]:
@@ -161,7 +164,7 @@ class Summary:
 def _row(target: Target, iprev: IprevReport) -> dict[str, Any]:
     outcome = iprev.result
     return {
-        "ip": str(target.ip),
+        "ip": target.text,
         "iprev": outcome.result.value,
         "reason": outcome.reason,
         "ptr_names": [item.name for item in iprev.names] + list(iprev.invalid_names),
@@ -184,6 +187,8 @@ async def _add_helo(engine: Engine, target: Target, iprev: IprevReport, row: dic
 
 
 _CSV_PLAIN = re.compile(r'[^",\r\n]*\Z')
+_CSV_PLAIN_LINE = re.compile(r'[^"\r\n]*\Z')
+_COMMAS = len(COLUMNS) - 1
 
 
 def _csv_field(value: str) -> str:
@@ -198,6 +203,9 @@ def format_row(fmt: Format, row: dict[str, Any]) -> str:
     if fmt is Format.JSONL:
         return json.dumps(row, separators=(",", ":")) + "\n"
     values = [" ".join(row[key]) if key == "ptr_names" else row[key] for key in COLUMNS]
+    line = ",".join(values)
+    if line.count(",") == _COMMAS and _CSV_PLAIN_LINE.match(line):  # no field needs quotes: the common case
+        return line + "\n"
     return ",".join(map(_csv_field, values)) + "\n"
 
 
@@ -206,16 +214,17 @@ def header(fmt: Format) -> str:
 
 
 async def check_all(
-    next_target: Callable[[], Awaitable[Target | None]],
+    next_batch: Callable[[], Awaitable[list[Target] | None]],
     dns: DnsSettings,
     concurrency: int,
     emit: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Check targets, `concurrency` at once, until `next_target` gives None; each row goes to `emit`.
+    """Check targets, `concurrency` at once, until `next_batch` gives None; each row goes to `emit`.
 
     The iprev chains run on callbacks (`BulkIprev`: no coroutine per address or
-    question); a target with a HELO has its HELO lookups done by the `Engine`
-    afterwards, as `rdnsgate check` does them.
+    question), and a finished check starts the next target in the same callback;
+    this coroutine only fetches batches.  A target with a HELO has its HELO
+    lookups done by the `Engine` afterwards, as `rdnsgate check` does them.
     """
     loop = asyncio.get_running_loop()
     nameservers = resolve_nameservers(dns.nameservers)
@@ -225,37 +234,40 @@ async def check_all(
     )
     resolver = build_resolver(dns)
     engine = Engine(resolver, CheckSettings())
+    queue: collections.deque[Target] = collections.deque()
     active = 0
-    freed: asyncio.Future[None] | None = None
+    wake: asyncio.Future[None] | None = None  # set when the queue runs low or the last check ends
     failure: list[BaseException] = []
+    helo_tasks: set[asyncio.Task[dict[str, Any]]] = set()
 
-    def finished(row: dict[str, Any]) -> None:
-        nonlocal active, freed
+    def start_more() -> None:
+        nonlocal active
+        while active < concurrency and queue and not failure:
+            active += 1
+            start(queue.popleft())
+
+    def finished(row: dict[str, Any] | None) -> None:
+        nonlocal active
         active -= 1
-        try:
-            emit(row)
-        except BaseException as exc:  # the output is gone (a closed pipe): stop feeding
-            failure.append(exc)
-        if freed is not None and not freed.done():
-            freed.set_result(None)
+        if row is not None:
+            try:
+                emit(row)
+            except BaseException as exc:  # the output is gone (a closed pipe): stop
+                failure.append(exc)
+        start_more()
+        if (len(queue) < concurrency or not active) and wake is not None and not wake.done():
+            wake.set_result(None)
 
     def helo_done(task: asyncio.Task[dict[str, Any]]) -> None:
+        helo_tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
             failure.append(exc)
-            finished_failed()
-            return
-        finished(task.result())
-
-    def finished_failed() -> None:
-        nonlocal active, freed
-        active -= 1
-        if freed is not None and not freed.done():
-            freed.set_result(None)
-
-    helo_tasks: set[asyncio.Task[dict[str, Any]]] = set()
+            finished(None)
+        else:
+            finished(task.result())
 
     def start(target: Target) -> None:
         def iprev_done(iprev: IprevReport) -> None:
@@ -265,25 +277,29 @@ async def check_all(
                 return
             task = asyncio.ensure_future(_add_helo(engine, target, iprev, row))
             helo_tasks.add(task)
-            task.add_done_callback(helo_tasks.discard)
             task.add_done_callback(helo_done)
 
         bulk.check(target.ip, iprev_done)
 
+    exhausted = False
     try:
-        while not failure and (target := await next_target()) is not None:
-            while active >= concurrency and not failure:
-                freed = loop.create_future()
-                await freed
-            active += 1
-            start(target)
-        while active and not failure:
-            freed = loop.create_future()
-            await freed
+        while not failure:
+            if len(queue) < concurrency and not exhausted:
+                batch = await next_batch()
+                if batch is None:
+                    exhausted = True
+                else:
+                    queue.extend(batch)
+                start_more()
+                continue
+            if exhausted and not active and not queue:
+                break
+            wake = loop.create_future()
+            await wake
         if failure:
             raise failure[0]
     finally:
-        for task in helo_tasks:
+        for task in list(helo_tasks):
             task.cancel()
         await client.close()
         await resolver.close()
@@ -315,13 +331,16 @@ async def run_audit(
     task = progress.add_task("audit", total=source.total)
     out.write(header(fmt))
 
-    async def next_target() -> Target | None:
+    async def next_batch() -> list[Target] | None:
+        batch: list[Target] = []
         for item in items:
             if isinstance(item, BadLine):
                 _report_bad(err, summary, item)
                 continue
-            return item
-        return None
+            batch.append(item)
+            if len(batch) >= BATCH:
+                break
+        return batch or None
 
     def emit(row: dict[str, Any]) -> None:
         out.write(format_row(fmt, row))
@@ -331,7 +350,7 @@ async def run_audit(
 
     try:
         with progress:
-            await check_all(next_target, dns, concurrency, emit)
+            await check_all(next_batch, dns, concurrency, emit)
     finally:
         out.flush()
     summary.elapsed = time.monotonic() - summary.started
@@ -340,7 +359,6 @@ async def run_audit(
 
 # -- several processes ---------------------------------------------------------------------
 
-BATCH = 256
 _DONE = "done"
 _ERROR = "error"
 
@@ -358,27 +376,14 @@ def _child(tasks: Any, results: Any, dns: DnsSettings, concurrency: int, fmt: Fo
 
 async def _child_async(tasks: Any, results: Any, dns: DnsSettings, concurrency: int, fmt: Format) -> None:
     loop = asyncio.get_running_loop()
-    pending: collections.deque[tuple[str, str | None]] = collections.deque()
-    refill = asyncio.Lock()
-    finished = False
     lines: list[str] = []
     rows: list[dict[str, Any]] = []
 
-    async def next_target() -> Target | None:
-        nonlocal finished
-        while not pending:
-            if finished:
-                return None
-            async with refill:
-                if pending or finished:
-                    continue
-                batch = await loop.run_in_executor(None, tasks.get)
-                if batch is None:
-                    finished = True
-                else:
-                    pending.extend(batch)
-        ip, helo = pending.popleft()
-        return Target(parse_ip(ip), helo)
+    async def next_batch() -> list[Target] | None:
+        batch = await loop.run_in_executor(None, tasks.get)
+        if batch is None:
+            return None
+        return [Target(parse_ip(ip), helo, ip) for ip, helo in batch]
 
     def flush() -> None:
         if lines:
@@ -392,7 +397,7 @@ async def _child_async(tasks: Any, results: Any, dns: DnsSettings, concurrency: 
         if len(lines) >= BATCH:
             flush()
 
-    await check_all(next_target, dns, concurrency, emit)
+    await check_all(next_batch, dns, concurrency, emit)
     flush()
 
 
@@ -437,7 +442,7 @@ def run_audit_processes(
                 if isinstance(item, BadLine):
                     _report_bad(err, summary, item)
                     continue
-                batch.append((str(item.ip), item.helo))
+                batch.append((item.text, item.helo))
                 if len(batch) >= BATCH:
                     tasks.put(batch)
                     batch = []
