@@ -4,8 +4,11 @@
 a mail session that awaits a handful of lookups.  An audit asks two questions
 for each of tens of thousands of addresses, and there that machinery was most
 of its CPU (BENCHMARKS.md).  `BulkClient.ask` takes a callback instead: the
-reply (or the `Failure`) is handed to it from the socket's read callback, and
-every datagram waiting on a socket is read in that one wake-up.
+reply (or the `Failure`) is handed to it from the datagram transport's
+`datagram_received`, which the loop calls for every datagram waiting on a
+socket in one wake-up.  (Transports, not `add_reader` on raw sockets: uvloop
+stops a reader for good when its socket reports an ICMP error, and every later
+reply on that socket would go unread.)
 
 It asks as `DnsClient` does, with the same outcomes:
 
@@ -32,6 +35,7 @@ import contextlib
 import random
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from rdnsgate.lookups.lookup import Chase
 from rdnsgate.lookups.transport import (
@@ -96,25 +100,35 @@ class _Ask:
         self.last = Failure(Status.TIMEOUT, "no reply")
 
 
-class _Socket:
-    """One connected, non-blocking UDP socket to one nameserver and the questions waiting on it."""
+class _Socket(asyncio.DatagramProtocol):
+    """One connected UDP socket to one nameserver (the loop's datagram transport) and the questions on it.
 
-    __slots__ = ("fd", "pending", "server", "sock")
+    The transport reads every datagram waiting in one wake-up and hands each to `datagram_received`;
+    an ICMP error (nobody listening) comes to `error_received` and fails every question on the socket.
+    """
 
-    def __init__(self, server: Nameserver) -> None:
-        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            self.sock.setblocking(False)
-            with contextlib.suppress(OSError):  # the kernel caps it quietly
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-            self.sock.connect((server.host, server.port))
-        except OSError:
-            self.sock.close()
-            raise
+    def __init__(self, client: BulkClient, server: Nameserver) -> None:
+        self.client = client
         self.server = server
-        self.fd = self.sock.fileno()
         self.pending: dict[int, _Ask] = {}  # by query ID
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # the kernel caps it quietly
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.client._received(self, data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.client._unreachable(self, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.client._unreachable(self, exc or ConnectionError("socket closed"))
 
 
 class BulkClient:
@@ -146,6 +160,8 @@ class BulkClient:
         self._waiting: collections.deque[_Ask] = collections.deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._tcp: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # opening sockets
+        self._parked: dict[Nameserver, list[_Ask]] = {}  # tries waiting for their server's sockets
         self._closed = False
 
     # -- asking ------------------------------------------------------------------------
@@ -189,18 +205,30 @@ class BulkClient:
         self._send(ask)
 
     def _send(self, ask: _Ask) -> None:
+        """Put `ask`'s try on the wire (it takes a place there now), once its server's sockets are open."""
         server = ask.server
         assert server is not None and self._loop is not None
+        self.inflight += 1
+        if self.inflight > self.stats.peak_inflight:
+            self.stats.peak_inflight = self.inflight
         pool = self._sockets.get(server)
         if pool is None:
-            try:
-                pool = self._sockets[server] = self._open(server)
-            except OSError as exc:
-                ask.last = Failure(Status.TIMEOUT, f"cannot reach {server}: {exc.strerror or exc}")
-                self._loop.call_soon(self._try, ask)
-                return
+            parked = self._parked.get(server)
+            if parked is None:
+                parked = self._parked[server] = []
+                task = self._loop.create_task(self._open(server))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            parked.append(ask)
+            return
         self._turn += 1
         sock = pool[self._turn % len(pool)]
+        transport = sock.transport
+        if transport is None:  # closed
+            self._finished(ask)
+            ask.last = Failure(Status.TIMEOUT, f"socket to {server} closed")
+            self._loop.call_soon(self._try, ask)
+            return
         pending = sock.pending
         qid = _ids.next()
         while qid in pending:
@@ -208,33 +236,36 @@ class BulkClient:
         ask.qid, ask.socket = qid, sock
         ask.expires = self._loop.time() + ask.wait
         pending[qid] = ask
-        self.inflight += 1
-        if self.inflight > self.stats.peak_inflight:
-            self.stats.peak_inflight = self.inflight
         if self._sweeper is None:
             self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.stats.sent_udp += 1
-        try:
-            sock.sock.send(encode_query(qid, ask.question, self.udp_size))
-        except BlockingIOError:
-            pass  # the send buffer is full: this try times out and the next one is sent
-        except OSError as exc:  # an ICMP error of an earlier try: handled as if read
-            self._loop.call_soon(self._unreachable, sock, exc)
+        transport.sendto(encode_query(qid, ask.question, self.udp_size))
 
-    def _open(self, server: Nameserver) -> list[_Socket]:
+    async def _open(self, server: Nameserver) -> None:
+        """Open `server`'s sockets, then send the tries parked meanwhile (or fail them: unreachable)."""
         assert self._loop is not None
-        pool = []
+        pool: list[_Socket] = []
         try:
             for _ in range(self.sockets_per_server):
-                item = _Socket(server)
-                pool.append(item)
-                self._loop.add_reader(item.fd, self._readable, item)
-        except OSError:
+                _, proto = await self._loop.create_datagram_endpoint(
+                    lambda: _Socket(self, server), remote_addr=(server.host, server.port)
+                )
+                pool.append(proto)
+        except OSError as exc:
             for item in pool:
-                self._loop.remove_reader(item.fd)
-                item.sock.close()
-            raise
-        return pool
+                if item.transport is not None:
+                    item.transport.close()
+            parked = self._parked.pop(server, [])
+            for ask in parked:
+                self._finished(ask)
+                ask.last = Failure(Status.TIMEOUT, f"cannot reach {server}: {exc.strerror or exc}")
+            for ask in parked:
+                self._try(ask)
+            return
+        self._sockets[server] = pool
+        for ask in self._parked.pop(server, []):
+            self.inflight -= 1  # _send takes the place again
+            self._send(ask)
 
     def _finished(self, ask: _Ask) -> None:
         """`ask`'s try is over (answered, failed or timed out): free its place on the wire."""
@@ -244,38 +275,27 @@ class BulkClient:
 
     # -- replies -----------------------------------------------------------------------
 
-    def _readable(self, sock: _Socket) -> None:
-        """Every datagram waiting on `sock`, each handled as it is read."""
-        recv = sock.sock.recv
-        pending = sock.pending
-        while True:
-            try:
-                data = recv(65535)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._unreachable(sock, exc)
-                return
-            # The reply to a question on the wire: its ID, the QR bit, one question, and that question's
-            # bytes (up to case) as asked; anything else is dropped (RFC 5452).
-            ask = pending.get((data[0] << 8) | data[1]) if len(data) >= 12 else None
-            if (
-                ask is None
-                or not data[2] & 0x80
-                or data[4:6] != b"\x00\x01"
-                or data[12 : 12 + len(ask.lowered)].lower() != ask.lowered
-            ):
-                self.stats.dropped += 1
-                continue
-            del pending[ask.qid]
-            self._finished(ask)
-            try:
-                reply = decode_reply(data, ask.asked)
-            except WireError as exc:
-                ask.last = Failure(Status.ERROR, f"malformed reply from {sock.server}: {exc}")
-                self._try(ask)
-                continue
-            self._replied(ask, reply)
+    def _received(self, sock: _Socket, data: bytes) -> None:
+        """A datagram on `sock`: the reply to a question on the wire there, or dropped (RFC 5452)."""
+        # Its ID, the QR bit, one question, and that question's bytes (up to case) as asked.
+        ask = sock.pending.get((data[0] << 8) | data[1]) if len(data) >= 12 else None
+        if (
+            ask is None
+            or not data[2] & 0x80
+            or data[4:6] != b"\x00\x01"
+            or data[12 : 12 + len(ask.lowered)].lower() != ask.lowered
+        ):
+            self.stats.dropped += 1
+            return
+        del sock.pending[ask.qid]
+        self._finished(ask)
+        try:
+            reply = decode_reply(data, ask.asked)
+        except WireError as exc:
+            ask.last = Failure(Status.ERROR, f"malformed reply from {sock.server}: {exc}")
+            self._try(ask)
+            return
+        self._replied(ask, reply)
 
     def _replied(self, ask: _Ask, reply: Reply) -> None:
         if reply.truncated:
@@ -304,9 +324,11 @@ class BulkClient:
             ask.last = outcome if isinstance(outcome, Failure) else Failure(Status.ERROR, "truncated TCP reply")
             self._try(ask)
 
-    def _unreachable(self, sock: _Socket, exc: OSError) -> None:
+    def _unreachable(self, sock: _Socket, exc: Exception) -> None:
         """An ICMP error on a connected socket: the nameserver is not there; every try on it failed."""
-        failure = Failure(Status.TIMEOUT, f"nameserver unreachable: {exc.strerror or exc}")
+        if self._closed:
+            return
+        failure = Failure(Status.TIMEOUT, f"nameserver unreachable: {getattr(exc, 'strerror', None) or exc}")
         asks = list(sock.pending.values())
         sock.pending.clear()
         for ask in asks:
@@ -339,13 +361,12 @@ class BulkClient:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for task in list(self._tcp):
+        for task in list(self._tcp) + list(self._tasks):
             task.cancel()
         for pool in self._sockets.values():
             for sock in pool:
-                if self._loop is not None:
-                    self._loop.remove_reader(sock.fd)
-                sock.sock.close()
+                if sock.transport is not None:
+                    sock.transport.close()
         self._sockets.clear()
 
 

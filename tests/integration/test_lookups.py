@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import pytest
+import uvloop
 
 from rdnsgate.lookups.bulk import BulkClient, BulkResolver
 from rdnsgate.lookups.cache import LookupCache
@@ -294,3 +295,30 @@ async def test_bulk_answers_many_questions_at_once_in_any_order(knot: KnotServer
         assert bulk.client.inflight == 0 and bulk.client.stats.peak_inflight == 50
     finally:
         await bulk.close()
+
+
+@pytest.mark.parametrize("runner", ["asyncio", "uvloop"])
+def test_bulk_nobody_listening_fails_every_question_fast(runner: str) -> None:
+    """Questions spread over the client's sockets, to a port where nobody listens: the ICMP errors end
+    every try at once, whether a socket learns of its error when it reads (one question on each of the
+    four) or when it sends the next one (fifty); no try waits for its timeout, and the sockets stay
+    usable.  On both loops: the audit runs on uvloop."""
+
+    async def ask() -> None:
+        client = BulkClient([parse_nameserver(f"127.0.0.1:{free_port()}")], timeout=3.0, tries=2)
+        bulk = AwaitedBulk(BulkResolver(client))
+        try:
+            for count in (4, 50):
+                started = time.monotonic()
+                results = await asyncio.gather(*(bulk.lookup(f"n{i}.example.org", "A") for i in range(count)))
+                assert all(item.status is Status.TIMEOUT and "unreachable" in item.detail for item in results)
+                assert time.monotonic() - started < 2.0
+            again = await bulk.lookup("mail.example.org", "A")
+            assert again.temporary and "unreachable" in again.detail
+        finally:
+            await bulk.close()
+
+    if runner == "uvloop":
+        uvloop.run(ask())
+    else:
+        asyncio.run(ask())
