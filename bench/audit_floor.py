@@ -206,6 +206,7 @@ def main() -> None:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)  # as the audit's workers run
     count = NETWORK.num_addresses
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "rdnsgate")], check=True)  # as installed
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rdnsgate-floor-") as tmp:
         port = free_port("127.0.0.1")
