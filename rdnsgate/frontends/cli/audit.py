@@ -255,7 +255,7 @@ async def check_all(
             except BaseException as exc:  # the output is gone (a closed pipe): stop
                 failure.append(exc)
         start_more()
-        if (len(queue) < concurrency or not active) and wake is not None and not wake.done():
+        if (len(queue) < concurrency or not active or failure) and wake is not None and not wake.done():
             wake.set_result(None)
 
     def helo_done(task: asyncio.Task[dict[str, Any]]) -> None:
