@@ -82,12 +82,22 @@ def main() -> int:
         # The demo DNS serves only the example zones: the resolver guard's canary is one of their names
         # (the defaults, this host's name and the root SOA, are not there).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "RDNSGATE_DNS_CANARIES": "good1.example.org"}
-        child = subprocess.Popen(command, env=env)
-        try:
-            return child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGINT)
-            return child.wait()
+        # rdnsgate in a process group of its own, so that a Ctrl-C reaches it once, from here: Ctrl-C, SIGTERM
+        # and SIGHUP (a closed terminal, a process manager) alike give it a SIGINT, and it drains (a second
+        # one cuts the drain short); then knotd stops and its directory goes. Before, a SIGTERM ended the demo
+        # at once and left rdnsgate and knotd running on their ports.
+        child = subprocess.Popen(command, env=env, process_group=0)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupted)
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                child.send_signal(signal.SIGINT)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
