@@ -31,11 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import random
-import socket
 from collections.abc import Callable
-from typing import cast
 
 from rdnsgate.lookups.lookup import Chase
 from rdnsgate.lookups.transport import (
@@ -44,8 +40,10 @@ from rdnsgate.lookups.transport import (
     Failure,
     Nameserver,
     _ids,
+    _jitter,
     ask_tcp,
     rcode_failure,
+    udp_transport,
 )
 from rdnsgate.lookups.wire import (
     RCODE_NOERROR,
@@ -62,8 +60,6 @@ from rdnsgate.model import Lookup, Status
 Outcome = Reply | Failure
 Done = Callable[[Outcome], None]
 
-_jitter = random.Random()
-
 
 class _Ask:
     """One question across its tries."""
@@ -79,7 +75,6 @@ class _Ask:
         "qid",
         "question",
         "server",
-        "socket",
         "start",
         "wait",
     )
@@ -93,7 +88,6 @@ class _Ask:
         self.attempt = 0
         self.start = start
         self.qid = 0
-        self.socket: _Socket | None = None
         self.expires = 0.0
         self.server: Nameserver | None = None
         self.wait = 0.0
@@ -114,11 +108,7 @@ class _Socket(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):  # the kernel caps it quietly
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.transport = udp_transport(transport)
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.client._received(self, data)
@@ -233,7 +223,7 @@ class BulkClient:
         qid = _ids.next()
         while qid in pending:
             qid = _ids.next()
-        ask.qid, ask.socket = qid, sock
+        ask.qid = qid
         ask.expires = self._loop.time() + ask.wait
         pending[qid] = ask
         if self._sweeper is None:

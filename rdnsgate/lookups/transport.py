@@ -108,6 +108,15 @@ class ClientStats:
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
 
+def udp_transport(transport: asyncio.BaseTransport) -> asyncio.DatagramTransport:
+    """A new UDP transport, its receive buffer widened (a burst of replies must not overflow it)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # the kernel caps it quietly
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    return cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
+
+
 class _UdpSocket(asyncio.DatagramProtocol):
     """One connected UDP socket to one nameserver, with its pending queries."""
 
@@ -117,11 +126,7 @@ class _UdpSocket(asyncio.DatagramProtocol):
         self.pending: dict[tuple[int, bytes], asyncio.Future[bytes | Failure | None]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):  # the kernel caps it quietly
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.transport = udp_transport(transport)
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         try:

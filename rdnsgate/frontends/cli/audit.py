@@ -31,9 +31,7 @@ from rdnsgate.errors import RdnsgateError, UsageError
 from rdnsgate.frontends.cli.exits import for_result
 from rdnsgate.frontends.cli.options import Format
 from rdnsgate.frontends.cli.runtime import run_loop, tune_gc
-from rdnsgate.lookups import build_resolver
-from rdnsgate.lookups.bulk import BulkClient, BulkResolver
-from rdnsgate.lookups.nameservers import resolve_nameservers
+from rdnsgate.lookups import build_bulk_resolver, build_resolver
 from rdnsgate.model import IPAddress, IprevReport, Result
 from rdnsgate.policy.evaluate import BulkIprev, Engine
 
@@ -227,11 +225,8 @@ async def check_all(
     lookups done by the `Engine` afterwards, as `rdnsgate check` does them.
     """
     loop = asyncio.get_running_loop()
-    nameservers = resolve_nameservers(dns.nameservers)
-    client = BulkClient(nameservers, timeout=dns.timeout, tries=dns.tries, max_inflight=dns.max_inflight)
-    bulk = BulkIprev(
-        BulkResolver(client, max_cnames=dns.max_cnames, default_negative_ttl=dns.default_negative_ttl), CheckSettings()
-    )
+    bulk_resolver = build_bulk_resolver(dns)
+    bulk = BulkIprev(bulk_resolver, CheckSettings())
     resolver = build_resolver(dns)
     engine = Engine(resolver, CheckSettings())
     queue: collections.deque[Target] = collections.deque()
@@ -301,7 +296,7 @@ async def check_all(
     finally:
         for task in list(helo_tasks):
             task.cancel()
-        await client.close()
+        await bulk_resolver.close()
         await resolver.close()
 
 
