@@ -32,7 +32,7 @@ from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import Settings
 from rdnsgate.frontends.exim_socket import EximService, serve_exim
 from rdnsgate.frontends.listen import listen_protocol
-from rdnsgate.model import DecisionRecord, WhitelistEntry
+from rdnsgate.model import DecisionRecord, IPAddress, WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decide import Decision
 from rdnsgate.policy.decision_log import DecisionLog
@@ -79,7 +79,8 @@ class RequestParser:
                 continue
             end = self._buffer.find(b"\n\n")
             if end < 0:
-                self._check_partial()
+                if self._buffer:
+                    self._check_partial()
                 return
             block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
             if len(block) + 2 > MAX_REQUEST:
@@ -176,6 +177,7 @@ class PolicyService:
         self.requests = 0
         self.skip_authenticated = True  # policy.skip_authenticated; trusted networks are the Policy's
         self._skipped: OrderedDict[str, None] = OrderedDict()  # Postfix sessions logged as skipped already
+        self._clients: dict[str, tuple[IPAddress, str]] = {}  # client_address -> the address and its text
 
     def skip_reason(self, request: dict[str, str]) -> str | None:
         """Why this client is not checked at all (submission, a trusted network), or None."""
@@ -223,14 +225,19 @@ class PolicyService:
         if found is not None and found.client == client:
             self.instances.move_to_end(name)
             return found
-        try:
-            ip = parse_ip(client)
-        except ValueError:
-            raise ProtocolError(f"client_address {client[:60]!r} is no IP address") from None
+        known = self._clients.get(client)
+        if known is None:
+            try:
+                ip = parse_ip(client)
+            except ValueError:
+                raise ProtocolError(f"client_address {client[:60]!r} is no IP address") from None
+            if len(self._clients) >= self.max_instances:
+                self._clients.clear()
+            known = self._clients[client] = (ip, str(ip))
         if found is not None:
             found.session.close()
         session = Session(self.policy, self.engine, self.holder, self.decisions, id=name, recent=self.recent)
-        session.begin(ip, look_up=False)  # a recent report may make the lookup needless
+        session.begin(known[0], look_up=False, text=known[1])  # a recent report may make the lookup needless
         found = self.instances[name] = Instance(session, client)
         while len(self.instances) > self.max_instances:
             _name, old = self.instances.popitem(last=False)

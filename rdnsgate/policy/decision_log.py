@@ -181,18 +181,12 @@ def _parts_of(record: DecisionRecord) -> tuple[str, str, tuple[tuple[str, str, s
     return head[1:-1], tail[1:], counted
 
 
-def _quoted(text: str) -> str:
-    """`text` as a JSON string, as `_dumps` writes it: quoted as it is when nothing in it needs escaping."""
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    return _dumps(text)
-
-
 def _line(record: DecisionRecord) -> tuple[str, tuple[tuple[str, str, str], ...]]:
     """The log line, from parts made once per report, and the (check, result, action) counts it adds to."""
     head, tail, counted = _parts_of(record)
-    recipients = ",".join(map(_quoted, record.recipients))
-    line = f'{{"event":"decision","session":{_quoted(record.session)},{head},"recipients":[{recipients}],{tail}'
+    quoted = logs.json_string
+    recipients = ",".join(map(quoted, record.recipients))
+    line = f'{{"event":"decision","session":{quoted(record.session)},{head},"recipients":[{recipients}],{tail}'
     return line, counted
 
 

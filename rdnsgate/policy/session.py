@@ -275,11 +275,12 @@ class Session:
         self._version = 0
 
     # -- the client ---------------------------------------------------------------------------------
-    def begin(self, ip: IPAddress, *, look_up: bool = True) -> None:
+    def begin(self, ip: IPAddress, *, look_up: bool = True, text: str | None = None) -> None:
         """The client is `ip` (at connect, or when a trusted proxy says so): start its iprev lookup now,
-        or (`look_up` false: the policy service, whose first request may find a recent report) when needed."""
+        or (`look_up` false: the policy service, whose first request may find a recent report) when needed.
+        `text` is ``str(ip)`` when the caller has it already."""
         self.close()
-        self.ip, self._ip_text = ip, str(ip)
+        self.ip, self._ip_text = ip, text or str(ip)
         self._version += 1
         self.skipped = self.policy.trusted_reason(ip) if self.policy.trusted else None
         if Check.IPREV in self.policy.off or self.skipped:

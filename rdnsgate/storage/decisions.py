@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from rdnsgate.logs import json_string
 from rdnsgate.model import DecisionRecord
 from rdnsgate.storage.base import Tables, sqlite_pragmas, utc
 from rdnsgate.storage.schema import decisions
@@ -42,10 +43,17 @@ def _checks_json(checks: dict[str, Any]) -> str:
     return text
 
 
+def _json_strings(items: tuple[str, ...]) -> str:
+    """`items` as a JSON array, as `_encode` writes it (a property test holds the two together)."""
+    return f"[{','.join(map(json_string, items))}]"
+
+
 def _row(item: DecisionRecord, sqlite: bool) -> tuple[Any, ...]:
     """One record as the driver takes it: the time as SQLite text (SQLAlchemy's DateTime format: UTC, no
     offset) or a datetime (asyncpg), JSON as text."""
-    at = utc(item.at) or datetime.now(UTC)
+    at = item.at
+    if at is None or at.tzinfo is not UTC:  # the records the services make are in UTC already
+        at = utc(at) or datetime.now(UTC)
     return (
         at.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else at,
         item.node,
@@ -54,7 +62,7 @@ def _row(item: DecisionRecord, sqlite: bool) -> tuple[Any, ...]:
         item.ptr,
         item.helo,
         item.sender,
-        _encode(list(item.recipients)),
+        _json_strings(item.recipients),
         item.profile,
         item.action,
         item.stage,

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from rdnsgate import logs
 from rdnsgate.model import DecisionRecord
 from rdnsgate.policy.decision_log import log_line, log_line_general
+from rdnsgate.storage.decisions import _json_strings
 
 text = st.text(max_size=30)
 maybe = st.none() | text
@@ -63,6 +64,16 @@ records = st.builds(
     checks=st.dictionaries(text, st.fixed_dictionaries({"result": text, "reason": text, "detail": text}), max_size=3),
     whitelisted=maybe,
 )
+
+
+@given(st.text(max_size=40) | st.sampled_from(['"', "\\", "\x7f", "\u2028", "\ud800", "r@bench.example"]))
+def test_json_string_is_what_json_writes(text: str) -> None:
+    assert logs.json_string(text) == json.dumps(text, separators=(",", ":"))
+
+
+@given(st.lists(st.text(max_size=20), max_size=4).map(tuple))
+def test_a_records_recipients_are_stored_as_json_writes_them(recipients: tuple[str, ...]) -> None:
+    assert _json_strings(recipients) == json.dumps(list(recipients), separators=(",", ":"))
 
 
 @given(records)
