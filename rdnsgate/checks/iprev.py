@@ -93,6 +93,11 @@ def holds_address(lookup: Lookup, ip: IPAddress, ip_text: str | None = None) -> 
     return False
 
 
+def confirmed_detail(name: str, rtype: str, ip_text: str) -> str:
+    """The detail of a pass: `name` has the client's address `ip_text` among its `rtype` records."""
+    return f"{name} has {rtype} {ip_text}"
+
+
 def _result(result: Result, reason: str, detail: str, lookups: tuple[Lookup, ...]) -> CheckResult:
     return CheckResult(Check.IPREV, result, reason, detail, lookups)
 
@@ -136,7 +141,7 @@ def evaluate_iprev(
 
     confirmed = next((item for item in checked if item.confirms), None)
     if confirmed is not None:
-        res = _result(Result.PASS, "confirmed", f"{confirmed.name} has {rtype} {ip_text}", lookups)
+        res = _result(Result.PASS, "confirmed", confirmed_detail(confirmed.name, rtype, ip_text), lookups)
         return report(res, confirmed.name)
 
     temporary = [item for item in checked if item.lookup.temporary]

@@ -59,6 +59,9 @@ from rdnsgate.model import Lookup, Status
 
 Outcome = Reply | Failure
 Done = Callable[[Outcome], None]
+# Offered a matched reply datagram and where its answer section begins, before it is decoded: True when it took
+# the reply (`done` is then never called), False to have it decoded and handed to `done` as usual.
+Quick = Callable[[bytes, int], bool]
 
 
 class _Ask:
@@ -74,13 +77,17 @@ class _Ask:
         "lowered",
         "qid",
         "question",
+        "quick",
         "server",
         "start",
         "wait",
     )
 
-    def __init__(self, question: bytes, asked: str | None, done: Done, deadline: float | None, start: int) -> None:
+    def __init__(
+        self, question: bytes, asked: str | None, done: Done, deadline: float | None, start: int, quick: Quick | None
+    ) -> None:
         self.question = question
+        self.quick = quick if asked is not None else None  # the owner test of `only_record` needs the name as asked
         self.lowered = question.lower()
         self.asked = asked  # the name, when decoding the question would give it back as it is
         self.done = done
@@ -156,8 +163,11 @@ class BulkClient:
 
     # -- asking ------------------------------------------------------------------------
 
-    def ask(self, qname: str, qtype: int, done: Done, deadline: float | None = None) -> None:
-        """Ask `qname`/`qtype`; `done` is called once, later, with the reply or the failure."""
+    def ask(
+        self, qname: str, qtype: int, done: Done, deadline: float | None = None, quick: Quick | None = None
+    ) -> None:
+        """Ask `qname`/`qtype`; `done` is called once, later, with the reply or the failure, unless `quick`
+        takes the reply first (offered NOERROR replies only, and only for a name that `decodes_unchanged`)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         try:
@@ -167,7 +177,7 @@ class BulkClient:
             return
         count = len(self.nameservers)
         asked = qname if decodes_unchanged(qname) else None
-        self._try(_Ask(question, asked, done, deadline, _jitter.randrange(count) if count > 1 else 0))
+        self._try(_Ask(question, asked, done, deadline, _jitter.randrange(count) if count > 1 else 0, quick))
 
     def _try(self, ask: _Ask) -> None:
         """Start the next try of `ask`, or end it with its last failure."""
@@ -279,6 +289,9 @@ class BulkClient:
             return
         del sock.pending[ask.qid]
         self._finished(ask)
+        if ask.quick is not None and not data[3] & 0x0F and ask.quick(data, 12 + len(ask.question)):
+            self.stats.rcodes[RCODE_NOERROR] = self.stats.rcodes.get(RCODE_NOERROR, 0) + 1
+            return
         try:
             reply = decode_reply(data, ask.asked)
         except WireError as exc:
@@ -368,12 +381,20 @@ class BulkResolver:
         self.max_cnames = max_cnames
         self.default_negative_ttl = default_negative_ttl
 
-    def lookup(self, name: str, qtype: str, done: Callable[[Lookup], None], deadline: float | None = None) -> None:
-        """Resolve `name`/`qtype`; `done` is called once, later, with the `Lookup`."""
+    def lookup(
+        self,
+        name: str,
+        qtype: str,
+        done: Callable[[Lookup], None],
+        deadline: float | None = None,
+        quick: Quick | None = None,
+    ) -> None:
+        """Resolve `name`/`qtype`; `done` is called once, later, with the `Lookup`, unless `quick` takes the
+        first reply (`BulkClient.ask`)."""
         qname = name.lower()
         if qname.endswith(".") and not qname.endswith("\\."):
             qname = qname[:-1]
-        _Following(self, Chase(qname, qtype, self.max_cnames, self.default_negative_ttl), done, deadline).ask()
+        _Following(self, Chase(qname, qtype, self.max_cnames, self.default_negative_ttl), done, deadline).ask(quick)
 
     async def close(self) -> None:
         await self.client.close()
@@ -391,8 +412,8 @@ class _Following:
         self.deadline = deadline
         self.hops = 0
 
-    def ask(self) -> None:
-        self.resolver.client.ask(self.chase.current, self.chase.code, self.replied, self.deadline)
+    def ask(self, quick: Quick | None = None) -> None:
+        self.resolver.client.ask(self.chase.current, self.chase.code, self.replied, self.deadline, quick)
 
     def replied(self, outcome: Outcome) -> None:
         chase = self.chase

@@ -247,6 +247,38 @@ def question_key(msg: bytes) -> tuple[int, bytes]:
     return (msg[0] << 8) | msg[1], msg[12:end].lower()
 
 
+def _rdata(msg: bytes, offset: int, end: int, rtype: int) -> RData:
+    """The data of a class IN record of `rtype` at msg[offset:end]; None for a type not decoded here."""
+    if rtype == 1:
+        if end - offset != 4:
+            raise WireError("A record of wrong length")
+        return f"{msg[offset]}.{msg[offset + 1]}.{msg[offset + 2]}.{msg[offset + 3]}"
+    if rtype == 28:
+        if end - offset != 16:
+            raise WireError("AAAA record of wrong length")
+        return str(ipaddress.IPv6Address(msg[offset:end]))
+    if rtype in (12, 5, 2):
+        name, after = _read_name(msg, offset)
+        if after != end:
+            raise WireError("name record length mismatch")
+        return name
+    if rtype == 15:
+        if end - offset < 3:
+            raise WireError("MX record too short")
+        exchange, after = _read_name(msg, offset + 2)
+        if after != end:
+            raise WireError("MX record length mismatch")
+        return (struct.unpack_from("!H", msg, offset)[0], exchange)
+    if rtype == 6:
+        mname, after = _read_name(msg, offset)
+        rname, after = _read_name(msg, after)
+        if after + 20 != end:
+            raise WireError("SOA record length mismatch")
+        serial, _refresh, _retry, _expire, minimum = _SOA_TAIL.unpack_from(msg, after)
+        return SOA(mname, rname, serial, minimum)
+    return None
+
+
 def _read_rrs(msg: bytes, offset: int, count: int, qname: str) -> tuple[list[RR], int]:
     records = []
     size = len(msg)
@@ -262,37 +294,34 @@ def _read_rrs(msg: bytes, offset: int, count: int, qname: str) -> tuple[list[RR]
         end = offset + rdlength
         if end > size:
             raise WireError("record data runs past the end of the message")
-        data: RData = None
-        if rclass == CLASS_IN:
-            if rtype == 1:
-                if rdlength != 4:
-                    raise WireError("A record of wrong length")
-                data = f"{msg[offset]}.{msg[offset + 1]}.{msg[offset + 2]}.{msg[offset + 3]}"
-            elif rtype == 28:
-                if rdlength != 16:
-                    raise WireError("AAAA record of wrong length")
-                data = str(ipaddress.IPv6Address(msg[offset:end]))
-            elif rtype in (12, 5, 2):
-                data, after = _read_name(msg, offset)
-                if after != end:
-                    raise WireError("name record length mismatch")
-            elif rtype == 15:
-                if rdlength < 3:
-                    raise WireError("MX record too short")
-                exchange, after = _read_name(msg, offset + 2)
-                if after != end:
-                    raise WireError("MX record length mismatch")
-                data = (struct.unpack_from("!H", msg, offset)[0], exchange)
-            elif rtype == 6:
-                mname, after = _read_name(msg, offset)
-                rname, after = _read_name(msg, after)
-                if after + 20 != end:
-                    raise WireError("SOA record length mismatch")
-                serial, _refresh, _retry, _expire, minimum = _SOA_TAIL.unpack_from(msg, after)
-                data = SOA(mname, rname, serial, minimum)
+        data = _rdata(msg, offset, end, rtype) if rclass == CLASS_IN else None
         records.append(RR(name, rtype, ttl & 0x7FFFFFFF, data))  # TTL: RFC 2181 §8
         offset = end
     return records, offset
+
+
+def only_record(msg: bytes, offset: int, rtype: int) -> RData:
+    """The data of the one record of a reply that is just that, without decoding the reply; else None.
+
+    "Just that": NOERROR, not truncated, one answer and no authority records, the answer of class IN and
+    type `rtype`, owned by the question's name (a pointer to it), its data well formed.  `offset` is where
+    the answer section begins (12 + the length of the question as asked).  `decode_reply` of such a reply
+    gives one answer `RR` with this data, named as the question (a property test holds the two together);
+    for any other reply (None) the caller decodes it.
+    """
+    if msg[3] & 0x0F or msg[2] & 0x02 or msg[6:10] != b"\x00\x01\x00\x00" or msg[offset : offset + 2] != b"\xc0\x0c":
+        return None
+    start = offset + 12
+    if start > len(msg):
+        return None
+    found, rclass, _ttl, rdlength = _RR.unpack_from(msg, offset + 2)
+    end = start + rdlength
+    if found != rtype or rclass != CLASS_IN or end > len(msg):
+        return None
+    try:
+        return _rdata(msg, start, end, rtype)
+    except WireError:
+        return None
 
 
 def decodes_unchanged(name: str) -> bool:

@@ -17,16 +17,18 @@ from collections.abc import Callable
 from rdnsgate.checks.generic import DEFAULT_EXEMPT_DOMAINS, evaluate_generic
 from rdnsgate.checks.helo import HeloForm, classify_helo, evaluate_alignment, evaluate_helo
 from rdnsgate.checks.iprev import PtrNames, evaluate_iprev, forward_type, names_to_examine
-from rdnsgate.checks.names import reverse_pointer
+from rdnsgate.checks.names import is_postfix_hostname, reverse_pointer
 from rdnsgate.checks.sender import SenderForm, evaluate_sender, parse_reverse_path
 from rdnsgate.config import CheckSettings
 from rdnsgate.lookups.authority import AuthorityLookups
 from rdnsgate.lookups.bulk import BulkResolver
 from rdnsgate.lookups.gather import host_lookups, lookup_all, mail_lookups
-from rdnsgate.lookups.lookup import Resolver
+from rdnsgate.lookups.lookup import Chase, Resolver
+from rdnsgate.lookups.wire import TYPES, decode_reply, only_record
 from rdnsgate.model import CheckResult, IPAddress, IprevReport, Lookup, Report
 
 HeloLookups = tuple[Lookup | None, Lookup | None, Lookup | None]
+TYPE_A, TYPE_AAAA, TYPE_PTR = TYPES["A"], TYPES["AAAA"], TYPES["PTR"]
 
 
 class Engine:
@@ -119,26 +121,84 @@ class BulkIprev:
         self.resolver = resolver
         self.settings = settings or CheckSettings()
 
-    def check(self, ip: IPAddress, done: Callable[[IprevReport], None]) -> None:
+    def check(
+        self,
+        ip: IPAddress,
+        done: Callable[[IprevReport], None],
+        confirmed: Callable[[str], None] | None = None,
+        text: str | None = None,
+    ) -> None:
+        """`done(report)` once the chain is in; with `confirmed`, the common pass (the PTR is one host name
+        whose one forward record is `ip`) calls `confirmed(name)` instead, made from the two replies' bytes
+        without a `Lookup` or a report: the pass `evaluate_iprev` would give, with `name` as its confirmed
+        name and only PTR name (a property test holds the two together).  `text` is ``str(ip)``."""
         deadline = asyncio.get_running_loop().time() + self.settings.deadline
-        _IprevChain(self, ip, done, deadline).start()
+        _IprevChain(self, ip, done, deadline, confirmed, text or str(ip)).start()
 
 
 class _IprevChain:
-    __slots__ = ("bulk", "deadline", "done", "forward", "ip", "missing", "names", "ptr")
+    __slots__ = (
+        "bulk", "confirmed", "deadline", "done", "forward", "ip", "missing", "names", "ptr", "ptr_reply", "text",
+    )  # fmt: skip
     ptr: Lookup
     names: PtrNames
 
-    def __init__(self, bulk: BulkIprev, ip: IPAddress, done: Callable[[IprevReport], None], deadline: float) -> None:
+    def __init__(
+        self,
+        bulk: BulkIprev,
+        ip: IPAddress,
+        done: Callable[[IprevReport], None],
+        deadline: float,
+        confirmed: Callable[[str], None] | None,
+        text: str,
+    ) -> None:
         self.bulk = bulk
         self.ip = ip
         self.done = done
         self.deadline = deadline
+        self.confirmed = confirmed
+        self.text = text
         self.forward: dict[str, Lookup] = {}
         self.missing = 0
+        self.ptr_reply = b""  # the PTR reply `_quick_ptr` took, decoded only if the forward record does not confirm
 
     def start(self) -> None:
-        self.bulk.resolver.lookup(reverse_pointer(self.ip), "PTR", self._got_ptr, self.deadline)
+        quick = self._quick_ptr if self.confirmed is not None else None
+        self.bulk.resolver.lookup(reverse_pointer(self.ip), "PTR", self._got_ptr, self.deadline, quick)
+
+    def _quick_ptr(self, reply: bytes, answer_at: int) -> bool:
+        """The PTR reply is one host name: ask its forward record, offering that reply to `_quick_forward`."""
+        name = only_record(reply, answer_at, TYPE_PTR)
+        if not isinstance(name, str) or not is_postfix_hostname(name):
+            return False  # decoded and classified as usual (`_got_ptr`)
+        self.ptr_reply = reply
+        self.missing = 1
+        self.bulk.resolver.lookup(
+            name,
+            forward_type(self.ip),
+            functools.partial(self._forward_after_quick, name),
+            self.deadline,
+            functools.partial(self._quick_forward, name),
+        )
+        return True
+
+    def _quick_forward(self, name: str, reply: bytes, answer_at: int) -> bool:
+        if only_record(reply, answer_at, TYPE_A if self.ip.version == 4 else TYPE_AAAA) != self.text:
+            return False  # not the common pass: decoded and evaluated as usual (`_forward_after_quick`)
+        assert self.confirmed is not None
+        self.confirmed(name)
+        return True
+
+    def _forward_after_quick(self, name: str, lookup: Lookup) -> None:
+        """The forward lookup of the name `_quick_ptr` found: the PTR reply it took is decoded now, as
+        `_got_ptr` would have had it, and the chain ends as usual."""
+        ptr_name = reverse_pointer(self.ip)
+        chase = Chase(ptr_name, "PTR", self.bulk.resolver.max_cnames, self.bulk.resolver.default_negative_ttl)
+        ptr = chase.step(decode_reply(self.ptr_reply, ptr_name))
+        assert ptr is not None  # one PTR record owned by the question's name settles the chase
+        self.ptr = ptr
+        self.names = names_to_examine(ptr, self.bulk.settings.max_ptr_names)
+        self._got_forward(name, lookup)
 
     def _got_ptr(self, ptr: Lookup) -> None:
         self.ptr = ptr

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -101,3 +103,27 @@ def test_audit_agrees_with_check_on_every_scenario(faults: FaultResponder, tmp_p
     }
     assert len(rows) == len(chosen), proc.stderr
     assert got == chosen
+
+
+def test_audit_rows_stream_while_a_check_still_waits(faults: FaultResponder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Rows are written in batches, but none waits long for one: a finished row is out while another
+    address's lookup still waits for its timeouts (at least 6 s here), unbuffered output or not."""
+    faults.add("3.2.0.192.in-addr.arpa", "PTR", Fault.TIMEOUT)
+    listing = tmp_path / "two.txt"
+    listing.write_text("192.0.2.1\n192.0.2.3\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rdnsgate", "audit", "--file", str(listing), "--format", "csv", "--no-progress",
+         "--nameserver", faults.nameserver, "--timeout", "3", "--tries", "2", "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("ip,iprev,")
+        assert proc.stdout.readline().startswith("192.0.2.1,pass,confirmed,")
+        first = time.monotonic()
+        assert proc.stdout.readline().startswith("192.0.2.3,temperror,ptr-lookup,")
+        assert time.monotonic() - first > 3  # the first row did not wait for the last
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import struct
 
 import dns.message
 import dns.name
@@ -22,6 +23,7 @@ from rdnsgate.lookups.wire import (
     decodes_unchanged,
     encode_query,
     encode_question,
+    only_record,
     question_key,
 )
 
@@ -144,3 +146,74 @@ def test_bad_names_are_refused() -> None:
         encode_question(".".join(["abcdefgh"] * 40), 1)
     with pytest.raises(WireError):
         encode_question("a..b", 1)
+
+
+# -- only_record: the audit's reading of a one-record reply without decoding it --------------------------------
+
+rtypes = st.sampled_from([TYPES["A"], TYPES["AAAA"], TYPES["PTR"], TYPES["CNAME"], TYPES["MX"], 99])
+raw_labels = st.binary(min_size=1, max_size=12) | label.map(str.encode)
+
+
+@st.composite
+def one_record_replies(draw: st.DrawFn) -> tuple[bytes, str, int, int]:
+    """A reply of one question and one answer record, well formed, with at most one part changed that
+    `only_record` must notice: the rcode, TC, the counts, the owner (a name, not a pointer to the question),
+    the class, the type, the data (wrongly sized; a name compressed or running past its length), an
+    authority record; and what follows (EDNS, a stray byte), which neither reader looks at."""
+    asked = draw(names)
+    qtype = draw(rtypes)
+    question = encode_question(asked, qtype)
+    change = draw(st.sampled_from([None, "rcode", "tc", "ancount", "nscount", "owner", "class", "type", "data"]))
+    rcode = draw(st.sampled_from([2, 3, 5])) if change == "rcode" else 0
+    flags = 0x8000 | 0x0100 | rcode | (0x0200 if change == "tc" else 0)
+    ancount = draw(st.sampled_from([0, 2])) if change == "ancount" else 1
+    nscount = 1 if change == "nscount" else 0
+    rtype = (
+        draw(st.sampled_from([TYPES["CNAME"], TYPES["A"], 99]).filter(lambda t: t != qtype))
+        if change == "type"
+        else qtype
+    )
+    owner = draw(st.sampled_from([encode_name_of(asked), b"\x01x\x00"])) if change == "owner" else b"\xc0\x0c"
+    rclass = 3 if change == "class" else 1
+    if rtype == TYPES["A"]:
+        data = draw(st.binary(max_size=6)) if change == "data" else draw(st.binary(min_size=4, max_size=4))
+    elif rtype == TYPES["AAAA"]:
+        data = draw(st.binary(max_size=18)) if change == "data" else draw(st.binary(min_size=16, max_size=16))
+    else:
+        wire_labels = draw(st.lists(raw_labels, min_size=1, max_size=4))
+        end = draw(st.sampled_from([b"\xc0\x0c", b"", b"\x05ab"])) if change == "data" else b"\x00"
+        data = b"".join(bytes([len(part)]) + part for part in wire_labels) + end
+    rdlength = len(data) + (draw(st.sampled_from([0, -1, 1])) if change == "data" else 0)
+    record = owner + struct.pack("!HHIH", rtype, rclass, draw(st.integers(0, 2**32 - 1)), max(rdlength, 0)) + data
+    authority = (b"\xc0\x0c" + struct.pack("!HHIH", 2, 1, 60, 2) + b"\xc0\x0c") * nscount
+    tail = draw(st.sampled_from([b"", b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0), b"\xff"]))
+    header = struct.pack("!6H", draw(st.integers(0, 65535)), flags, 1, ancount, nscount, 0)
+    return header + question + record * ancount + authority + tail, asked, qtype, 12 + len(question)
+
+
+def encode_name_of(name: str) -> bytes:
+    return encode_question(name, 1)[:-4]
+
+
+@settings(max_examples=500)
+@given(one_record_replies())
+def test_only_record_is_what_decoding_the_reply_gives(case: tuple[bytes, str, int, int]) -> None:
+    wire, asked, qtype, answer_at = case
+    data = only_record(wire, answer_at, qtype)
+    if data is None:
+        return  # the caller decodes the reply as usual
+    reply = decode_reply(wire, asked)
+    assert reply.rcode == 0 and not reply.truncated and reply.authority == ()
+    assert [(rr.name, rr.rtype, rr.data) for rr in reply.answer] == [(asked, qtype, data)]
+
+
+@given(names, st.sampled_from(["A", "AAAA", "PTR"]), ipv4, ipv6, names)
+def test_only_record_reads_what_a_server_sends(asked: str, rtype: str, v4: str, v6: str, target: str) -> None:
+    """The common replies (dnspython's encoding, with EDNS) are taken, not left to the decoder."""
+    query = dns.message.make_query(asked, rtype, use_edns=0)
+    reply = dns.message.make_response(query)
+    value = {"A": v4, "AAAA": v6, "PTR": target + "."}[rtype]
+    reply.answer.append(dns.rrset.from_text(dns.name.from_text(asked), 60, "IN", rtype, value))
+    wire = reply.to_wire()
+    expected = {"A": v4, "AAAA": str(ipaddress.IPv6Address(v6)), "PTR": target}[rtype]
+    assert only_record(wire, 12 + len(encode_question(asked, TYPES[rtype])), TYPES[rtype]) == expected

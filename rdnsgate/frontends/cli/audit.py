@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from rdnsgate.checks.iprev import confirmed_detail
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import CheckSettings, DnsSettings
 from rdnsgate.errors import RdnsgateError, UsageError
@@ -36,7 +37,8 @@ from rdnsgate.model import IPAddress, IprevReport, Result
 from rdnsgate.policy.evaluate import BulkIprev, Engine
 
 MAX_NETWORK = 1 << 24
-BATCH = 256  # addresses handed out at once (to a worker process, or from the generator)
+BATCH = 256  # addresses handed out at once (to a worker process, or from the generator); rows written at once
+FLUSH_EVERY = 0.5  # seconds: no row waits longer than this to be written (a slow audit still streams)
 COLUMNS = (
     "ip",
     "iprev",
@@ -175,6 +177,23 @@ def _row(target: Target, iprev: IprevReport) -> dict[str, Any]:
     }
 
 
+def confirmed_row(target: Target, name: str) -> dict[str, Any]:
+    """The row of the common pass, from the confirmed name alone (`BulkIprev.check`'s `confirmed`): the row
+    `_row` makes of the report `evaluate_iprev` gives then (a property test holds the two together)."""
+    return {
+        "ip": target.text,
+        "iprev": Result.PASS.value,
+        "reason": "confirmed",
+        "ptr_names": [name],
+        "confirmed_name": name,
+        "helo": "",
+        "helo_result": "",
+        "helo_reason": "",
+        "helo_align": "",
+        "detail": confirmed_detail(name, "A" if target.ip.version == 4 else "AAAA", target.text),
+    }
+
+
 async def _add_helo(engine: Engine, target: Target, iprev: IprevReport, row: dict[str, Any]) -> dict[str, Any]:
     assert target.helo is not None
     helo, align = await engine.helo(target.helo, target.ip, iprev)
@@ -274,7 +293,10 @@ async def check_all(
             helo_tasks.add(task)
             task.add_done_callback(helo_done)
 
-        bulk.check(target.ip, iprev_done)
+        if target.helo is None:  # the common pass needs no report (BulkIprev.check)
+            bulk.check(target.ip, iprev_done, lambda name: finished(confirmed_row(target, name)), target.text)
+        else:
+            bulk.check(target.ip, iprev_done, text=target.text)
 
     exhausted = False
     try:
@@ -337,16 +359,45 @@ async def run_audit(
                 break
         return batch or None
 
+    lines: list[str] = []  # rows not yet written: one write per batch, not per row (stdout may be unbuffered)
+    timer: asyncio.TimerHandle | None = None
+
+    def write_lines() -> None:
+        nonlocal timer
+        if timer is not None:
+            timer.cancel()
+            timer = None
+        out.write("".join(lines))
+        lines.clear()
+
+    broken: list[BaseException] = []
+
+    def write_later() -> None:
+        nonlocal timer
+        timer = None
+        try:
+            write_lines()
+        except BaseException as exc:  # the output is gone (a closed pipe): the next row stops the audit
+            broken.append(exc)
+
     def emit(row: dict[str, Any]) -> None:
-        out.write(format_row(fmt, row))
+        nonlocal timer
+        if broken:
+            raise broken[0]
+        lines.append(format_row(fmt, row))
         summary.add(row)
         if show_progress:
             progress.advance(task)
+        if len(lines) >= BATCH:
+            write_lines()
+        elif timer is None:
+            timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, write_later)
 
     try:
         with progress:
             await check_all(next_batch, dns, concurrency, emit)
     finally:
+        write_lines()
         out.flush()
     summary.elapsed = time.monotonic() - summary.started
     return summary
