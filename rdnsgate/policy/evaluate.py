@@ -28,7 +28,6 @@ from rdnsgate.lookups.wire import TYPES, decode_reply, only_record
 from rdnsgate.model import CheckResult, IPAddress, IprevReport, Lookup, Report
 
 HeloLookups = tuple[Lookup | None, Lookup | None, Lookup | None]
-TYPE_A, TYPE_AAAA, TYPE_PTR = TYPES["A"], TYPES["AAAA"], TYPES["PTR"]
 
 
 class Engine:
@@ -168,7 +167,7 @@ class _IprevChain:
 
     def _quick_ptr(self, reply: bytes, answer_at: int) -> bool:
         """The PTR reply is one host name: ask its forward record, offering that reply to `_quick_forward`."""
-        name = only_record(reply, answer_at, TYPE_PTR)
+        name = only_record(reply, answer_at, TYPES["PTR"])
         if not isinstance(name, str) or not is_postfix_hostname(name):
             return False  # decoded and classified as usual (`_got_ptr`)
         self.ptr_reply = reply
@@ -183,7 +182,7 @@ class _IprevChain:
         return True
 
     def _quick_forward(self, name: str, reply: bytes, answer_at: int) -> bool:
-        if only_record(reply, answer_at, TYPE_A if self.ip.version == 4 else TYPE_AAAA) != self.text:
+        if only_record(reply, answer_at, TYPES[forward_type(self.ip)]) != self.text:
             return False  # not the common pass: decoded and evaluated as usual (`_forward_after_quick`)
         assert self.confirmed is not None
         self.confirmed(name)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rdnsgate.checks.iprev import confirmed_detail
+from rdnsgate.checks.iprev import confirmed_detail, forward_type
 from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import CheckSettings, DnsSettings
 from rdnsgate.errors import RdnsgateError, UsageError
@@ -190,7 +190,7 @@ def confirmed_row(target: Target, name: str) -> dict[str, Any]:
         "helo_result": "",
         "helo_reason": "",
         "helo_align": "",
-        "detail": confirmed_detail(name, "A" if target.ip.version == 4 else "AAAA", target.text),
+        "detail": confirmed_detail(name, forward_type(target.ip), target.text),
     }
 
 
