@@ -15,6 +15,7 @@ import logging
 import os
 import pwd
 import socket
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -116,11 +117,49 @@ def bind_then_drop(settings: Settings, services: Iterable[str]) -> Listeners:
                 listeners.bind(address, owner, key=key)
             except OSError as exc:
                 raise ConfigError(f"{key} {address}: cannot listen there ({exc.strerror})") from None
+        roots = code_roots(sys.path, _loaded_files())
         drop(owner)
+        refuse_unreadable(owner, roots)
     except BaseException:
         listeners.close()
         raise
     return listeners
+
+
+def _loaded_files() -> list[str]:
+    return [file for module in list(sys.modules.values()) if isinstance(file := getattr(module, "__file__", None), str)]
+
+
+def code_roots(path: Iterable[str], files: Iterable[str]) -> list[str]:
+    """The entries of `path` (sys.path) that `files` (the loaded modules') came from, longest match each.
+
+    The services import more modules lazily after the switch, from the same places: the user must be
+    able to read every one of them.
+    """
+    entries = sorted({os.path.abspath(entry) for entry in path if entry}, key=len, reverse=True)
+    roots: set[str] = set()
+    for file in files:
+        where = os.path.abspath(file)
+        for entry in entries:
+            if where.startswith(entry.rstrip(os.sep) + os.sep):
+                roots.add(entry)
+                break
+    return sorted(roots)
+
+
+def refuse_unreadable(owner: Account, roots: Iterable[str]) -> None:
+    """ConfigError when `owner` (now this process's user) cannot read one of `roots`, naming it.
+
+    Without this a checkout or venv under a directory only root may enter (e.g. one made by mktemp -d)
+    fails later, in the middle of starting a service, with an import error that names neither the
+    user nor the directory.
+    """
+    for root in roots:
+        if not os.access(root, os.R_OK | (os.X_OK if os.path.isdir(root) else 0)):  # a zip entry is a file
+            raise ConfigError(
+                f"service.user: {owner.user!r} cannot read rdnsgate's code in {root}; install rdnsgate "
+                "where that user can read it (every directory above it must be searchable by the user)"
+            )
 
 
 def drop(owner: Account) -> None:

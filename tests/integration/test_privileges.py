@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.knot import free_port
 from tests.harness.postfix import netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it starts the service as root on port 25")
@@ -42,6 +44,12 @@ def interpreter() -> list[str]:
         pytest.skip(f"no system python{version} to run the service as another user")
     packages = next(path for path in sys.path if path.endswith("site-packages"))
     return ["env", f"PYTHONPATH={ROOT}:{packages}", str(SYSTEM_PYTHON)]
+
+
+def readable_by_user(python: list[str]) -> bool:
+    """Whether USER can import this checkout and its venv's packages (not so under a root-only directory)."""
+    probe = ["runuser", "-u", USER, "--", *python, "-c", "import rdnsgate.storage, uvloop"]
+    return subprocess.run(probe, capture_output=True, cwd="/").returncode == 0
 
 
 def ids(pid: int) -> tuple[int, int, str]:
@@ -73,6 +81,11 @@ def test_binds_port_25_as_root_then_serves_as_the_user(workers: int) -> None:
         f'[service]\nuser = "{USER}"\n'
     )
     log = work / "gateway.log"
+    if not readable_by_user(python):  # e.g. a clone under a mktemp -d directory: the refusal is what to see
+        done = subprocess.run([*python, "-m", "rdnsgate", "serve", "gateway", "-c", str(config)], cwd=work,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 2 and f"service.user: {USER!r} cannot read rdnsgate's code in" in done.stderr
+        return
     with netns("rdnsgate-priv") as namespace:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -121,3 +134,28 @@ def test_root_without_service_user_is_refused_unless_allowed(tmp_path: Path) -> 
     assert done.returncode == 2 and "service.user: no such user 'no-such-user-here'" in done.stderr
     done = serve(base + '[service]\nuser = "root"\n')
     assert done.returncode == 2 and "service.user: 'root' is root" in done.stderr
+
+
+def test_code_the_user_cannot_read_is_refused_before_serving(tmp_path: Path) -> None:
+    """A checkout under a directory only root may enter: a clear refusal naming it, not an import error later."""
+    python = interpreter()
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    (hidden / "rdnsgate").symlink_to(ROOT / "rdnsgate")  # imported from here: a path the user cannot resolve
+    python = [python[0], python[1].replace("PYTHONPATH=", f"PYTHONPATH={hidden}:"), *python[2:]]
+    work = Path(tempfile.mkdtemp(prefix="rdnsgate-priv-"))
+    try:
+        os.chown(work, pwd.getpwnam(USER).pw_uid, -1)
+        config = work / "rdnsgate.toml"
+        config.write_text(
+            f'[gateway]\nlisten = ["127.0.0.1:{free_port()}"]\n[storage]\nurl = "sqlite:///{work / "r.db"}"\n'
+            f'[service]\nuser = "{USER}"\n'
+        )
+        done = subprocess.run([*python, "-m", "rdnsgate", "serve", "gateway", "-c", str(config)], cwd=work,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 2, done
+        assert f"service.user: {USER!r} cannot read rdnsgate's code in {hidden}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert not (work / "r.db").exists()  # refused before the store was opened
+    finally:
+        shutil.rmtree(work)

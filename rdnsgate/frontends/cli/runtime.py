@@ -59,10 +59,17 @@ def tune_gc() -> None:
 
 
 def error_exit(message: str, status: Exit) -> typer.Exit:
-    """Print "error: MESSAGE" on stderr, on one line; the Exit to raise carries `status`."""
-    from rich.console import Console
-    from rich.markup import escape
+    """Print "error: MESSAGE" on stderr, on one line; the Exit to raise carries `status`.
 
+    Plain when rich cannot be imported: after a switch to `service.user`, the user may be unable to
+    read the installed packages, and that very error must still reach the admin.
+    """
+    try:
+        from rich.console import Console
+        from rich.markup import escape
+    except ImportError:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(status)
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(status)
 
