@@ -105,15 +105,17 @@ def test_audit_agrees_with_check_on_every_scenario(faults: FaultResponder, tmp_p
     assert got == chosen
 
 
-def test_audit_rows_stream_while_a_check_still_waits(faults: FaultResponder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_audit_rows_stream_while_a_check_still_waits(faults: FaultResponder, tmp_path, workers) -> None:  # type: ignore[no-untyped-def]
     """Rows are written in batches, but none waits long for one: a finished row is out while another
-    address's lookup still waits for its timeouts (at least 6 s here), unbuffered output or not."""
+    address's lookup still waits for its timeouts (at least 6 s here), unbuffered output or not, in one
+    process and from a worker process (both addresses go to one worker, in one batch)."""
     faults.add("3.2.0.192.in-addr.arpa", "PTR", Fault.TIMEOUT)
     listing = tmp_path / "two.txt"
     listing.write_text("192.0.2.1\n192.0.2.3\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "rdnsgate", "audit", "--file", str(listing), "--format", "csv", "--no-progress",
-         "--nameserver", faults.nameserver, "--timeout", "3", "--tries", "2", "--workers", "1"],
+         "--nameserver", faults.nameserver, "--timeout", "3", "--tries", "2", "--workers", workers],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:
@@ -127,3 +129,28 @@ def test_audit_rows_stream_while_a_check_still_waits(faults: FaultResponder, tmp
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_audit_into_a_closed_pipe_stops_soon_and_quietly(knot: KnotServer, workers: str) -> None:
+    """`rdnsgate audit 198.18.0.0/16 | head -2`: the reader goes away, and the audit ends soon after,
+    without a traceback, instead of checking the other 65,000 addresses for nobody."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rdnsgate", "audit", "198.18.0.0/16", "--format", "csv", "--no-progress",
+         "--nameserver", knot.nameserver, "--timeout", "0.5", "--workers", workers],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith("ip,iprev,")
+        assert proc.stdout.readline().startswith("198.18.0.")
+        proc.stdout.close()
+        proc.wait(timeout=30)
+        error = proc.stderr.read()
+        assert "Traceback" not in error, error
+        assert "audited 65,536 addresses" not in error
+        assert proc.returncode == 1  # click's answer to a closed pipe (EPIPE), as for any command
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -332,6 +332,47 @@ def _report_bad(err: Console, summary: Summary, item: BadLine) -> None:
     err.print(f"{item.where}: {item.message} (skipped)", markup=False)
 
 
+class RowBatches:
+    """Rows formatted and handed on `BATCH` at a time, or at most `FLUSH_EVERY` seconds after the first one
+    waiting: one write (or one message from a worker process) per batch, not per row, and a slow audit
+    still streams.  `send` gets the batch's text and its rows; an error of a timed send (the output is
+    gone: a closed pipe) is raised at the next row, which stops the audit.
+    """
+
+    def __init__(self, fmt: Format, send: Callable[[str, list[dict[str, Any]]], None]) -> None:
+        self.fmt, self.send = fmt, send
+        self.lines: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.broken: BaseException | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        if self.broken is not None:
+            raise self.broken
+        self.lines.append(format_row(self.fmt, row))
+        self.rows.append(row)
+        if len(self.lines) >= BATCH:
+            self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, self._later)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.lines:
+            text, rows = "".join(self.lines), self.rows
+            self.lines, self.rows = [], []
+            self.send(text, rows)
+
+    def _later(self) -> None:
+        self.timer = None
+        try:
+            self.flush()
+        except BaseException as exc:
+            self.broken = exc
+
+
 async def run_audit(
     source: Source,
     dns: DnsSettings,
@@ -359,45 +400,19 @@ async def run_audit(
                 break
         return batch or None
 
-    lines: list[str] = []  # rows not yet written: one write per batch, not per row (stdout may be unbuffered)
-    timer: asyncio.TimerHandle | None = None
-
-    def write_lines() -> None:
-        nonlocal timer
-        if timer is not None:
-            timer.cancel()
-            timer = None
-        out.write("".join(lines))
-        lines.clear()
-
-    broken: list[BaseException] = []
-
-    def write_later() -> None:
-        nonlocal timer
-        timer = None
-        try:
-            write_lines()
-        except BaseException as exc:  # the output is gone (a closed pipe): the next row stops the audit
-            broken.append(exc)
-
-    def emit(row: dict[str, Any]) -> None:
-        nonlocal timer
-        if broken:
-            raise broken[0]
-        lines.append(format_row(fmt, row))
-        summary.add(row)
+    def write(text: str, rows: list[dict[str, Any]]) -> None:
+        out.write(text)
+        for row in rows:
+            summary.add(row)
         if show_progress:
-            progress.advance(task)
-        if len(lines) >= BATCH:
-            write_lines()
-        elif timer is None:
-            timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, write_later)
+            progress.advance(task, len(rows))
 
+    batches = RowBatches(fmt, write)
     try:
         with progress:
-            await check_all(next_batch, dns, concurrency, emit)
+            await check_all(next_batch, dns, concurrency, batches.add)
     finally:
-        write_lines()
+        batches.flush()
         out.flush()
     summary.elapsed = time.monotonic() - summary.started
     return summary
@@ -422,8 +437,6 @@ def _child(tasks: Any, results: Any, dns: DnsSettings, concurrency: int, fmt: Fo
 
 async def _child_async(tasks: Any, results: Any, dns: DnsSettings, concurrency: int, fmt: Format) -> None:
     loop = asyncio.get_running_loop()
-    lines: list[str] = []
-    rows: list[dict[str, Any]] = []
 
     async def next_batch() -> list[Target] | None:
         batch = await loop.run_in_executor(None, tasks.get)
@@ -431,20 +444,14 @@ async def _child_async(tasks: Any, results: Any, dns: DnsSettings, concurrency: 
             return None
         return [Target(parse_ip(ip), helo, ip) for ip, helo in batch]
 
-    def flush() -> None:
-        if lines:
-            results.put(("rows", ("".join(lines), [_counts(row) for row in rows])))
-            lines.clear()
-            rows.clear()
+    def send(text: str, rows: list[dict[str, Any]]) -> None:
+        results.put(("rows", (text, [_counts(row) for row in rows])))
 
-    def emit(row: dict[str, Any]) -> None:
-        lines.append(format_row(fmt, row))
-        rows.append(row)
-        if len(lines) >= BATCH:
-            flush()
-
-    await check_all(next_batch, dns, concurrency, emit)
-    flush()
+    batches = RowBatches(fmt, send)
+    try:
+        await check_all(next_batch, dns, concurrency, batches.add)
+    finally:
+        batches.flush()
 
 
 def _counts(row: dict[str, Any]) -> tuple[str, str, str]:
