@@ -29,7 +29,7 @@ pytestmark = [
         not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
     ),
 ]
-SECONDS = 20  # how long a granted exception lasts here
+SECONDS = 10  # how long a granted exception lasts here: long enough to be seen, short for the suite
 LINK = re.compile(r"see (http://\S+\?ip=[0-9.]+&t=\S+)")
 
 
