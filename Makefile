@@ -10,6 +10,10 @@ DEBIAN_TEST_PACKAGES := $(DEBIAN_RUN_PACKAGES) adns-tools postfix iproute2 chrom
 EXIM   := .cache/exim4/usr/sbin/exim4
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# Bytecode for the checkout, written once: where the environment says PYTHONDONTWRITEBYTECODE, every process
+# the demo or the suite starts would compile the package again (~0.4 s each). Up-to-date files are skipped.
+BYTECODE := $(BIN)/python -m compileall -q rdnsgate tests bench scripts >/dev/null
+
 .PHONY: run test lint typecheck unit quick docs dist bench bench-gateway bench-policy bench-memory bench-store debian-deps clean
 
 $(STAMP): pyproject.toml
@@ -23,6 +27,7 @@ $(STAMP): pyproject.toml
 # through a demo knotd on loopback (scripts/demo.py).
 run: $(STAMP)
 	@$(MAKE) --no-print-directory debian-deps PACKAGES="$(DEBIAN_RUN_PACKAGES)"
+	@$(BYTECODE)
 	$(BIN)/python scripts/demo.py
 
 PACKAGES ?= $(DEBIAN_TEST_PACKAGES)
@@ -44,6 +49,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) debian-deps $(EXIM) lint typecheck
+	@$(BYTECODE)
 	$(BIN)/pytest -q
 
 # Debian's Exim and Postfix exclude each other (each is the system's MTA), so the Exim test
@@ -62,6 +68,7 @@ unit: $(STAMP)
 
 # Everything but the end-to-end tests marked slow (real Postfix, browser, all services at once).
 quick: $(STAMP) debian-deps
+	@$(BYTECODE)
 	$(BIN)/pytest -q -m "not slow"
 
 # Regenerate the parts of docs/ made from the code (settings, reasons, profiles).
