@@ -11,7 +11,7 @@ EXIM   := .cache/exim4/usr/sbin/exim4
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Bytecode for the checkout, written once: where the environment says PYTHONDONTWRITEBYTECODE, every process
-# the demo or the suite starts would compile the package again (~0.4 s each). Up-to-date files are skipped.
+# the demo, the suite or a benchmark starts would compile the package again (~0.4 s each). Up-to-date files are skipped.
 BYTECODE := $(BIN)/python -m compileall -q rdnsgate tests bench scripts >/dev/null
 
 .PHONY: run test lint typecheck unit quick docs dist bench bench-gateway bench-policy bench-memory bench-store debian-deps clean
@@ -80,22 +80,27 @@ dist: $(STAMP)
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 
 bench: $(STAMP) debian-deps
+	@$(BYTECODE)
 	$(BIN)/python bench/audit_vs_adns.py
 
 # As root: makes a network namespace and runs a throw-away Postfix (never the system's).
 bench-gateway: $(STAMP) debian-deps
+	@$(BYTECODE)
 	$(BIN)/python bench/gateway_vs_postfix.py
 
 # As root: Postfix with its own checks vs Postfix asking rdnsgate, and the service's requests/s.
 bench-policy: $(STAMP) debian-deps
+	@$(BYTECODE)
 	$(BIN)/python bench/policy_vs_postfix.py
 
 # The gateway's memory while 8 clients each send a 20 MB message at once.
 bench-memory: $(STAMP) debian-deps
+	@$(BYTECODE)
 	$(BIN)/python bench/gateway_memory.py
 
 # The decision log's writer and a gateway under load, on SQLite and on PostgreSQL, same run.
 bench-store: $(STAMP) debian-deps
+	@$(BYTECODE)
 	$(BIN)/python bench/store_writes.py
 
 clean:
