@@ -157,8 +157,9 @@ def refuse_unreadable(owner: Account, roots: Iterable[str]) -> None:
     for root in roots:
         if not os.access(root, os.R_OK | (os.X_OK if os.path.isdir(root) else 0)):  # a zip entry is a file
             raise ConfigError(
-                f"service.user: {owner.user!r} cannot read rdnsgate's code in {root}; install rdnsgate "
-                "where that user can read it (every directory above it must be searchable by the user)"
+                f"service.user: {owner.user!r} cannot read {root}, where rdnsgate's Python code comes from; "
+                "install rdnsgate (and the Python it runs on) where that user can read it: every directory "
+                "above it must be searchable by the user"
             )
 
 

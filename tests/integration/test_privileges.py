@@ -84,7 +84,8 @@ def test_binds_port_25_as_root_then_serves_as_the_user(workers: int) -> None:
     if not readable_by_user(python):  # e.g. a clone under a mktemp -d directory: the refusal is what to see
         done = subprocess.run([*python, "-m", "rdnsgate", "serve", "gateway", "-c", str(config)], cwd=work,
                               capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert done.returncode == 2 and f"service.user: {USER!r} cannot read rdnsgate's code in" in done.stderr
+        assert done.returncode == 2 and f"service.user: {USER!r} cannot read /" in done.stderr
+        assert "where rdnsgate's Python code comes from" in done.stderr
         return
     with netns("rdnsgate-priv") as namespace:
         with open(log, "wb") as out:
@@ -154,7 +155,7 @@ def test_code_the_user_cannot_read_is_refused_before_serving(tmp_path: Path) -> 
         done = subprocess.run([*python, "-m", "rdnsgate", "serve", "gateway", "-c", str(config)], cwd=work,
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert done.returncode == 2, done
-        assert f"service.user: {USER!r} cannot read rdnsgate's code in {hidden}" in done.stderr, done.stderr
+        assert f"service.user: {USER!r} cannot read {hidden}, where rdnsgate's Python code" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
         assert not (work / "r.db").exists()  # refused before the store was opened
     finally:
