@@ -137,11 +137,12 @@ def code_roots(path: Iterable[str], files: Iterable[str]) -> list[str]:
     able to read every one of them.
     """
     entries = sorted({os.path.abspath(entry) for entry in path if entry}, key=len, reverse=True)
+    prefixes = [(entry, entry.rstrip(os.sep) + os.sep) for entry in entries]  # "/" stays "/"
     roots: set[str] = set()
     for file in files:
         where = os.path.abspath(file)
-        for entry in entries:
-            if where.startswith(entry.rstrip(os.sep) + os.sep):
+        for entry, prefix in prefixes:
+            if where.startswith(prefix):
                 roots.add(entry)
                 break
     return sorted(roots)

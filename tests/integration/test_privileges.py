@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 
-def interpreter() -> list[str]:
+def interpreter(first: Path | None = None) -> list[str]:
     """Debian's python3 with this checkout and its venv's packages: code the dropped user can read.
 
     The test venv's own interpreter may live in root's home (pyenv), which the user cannot enter; a real
-    host runs rdnsgate from a system-wide install, as this does.
+    host runs rdnsgate from a system-wide install, as this does.  `first` goes before them on the path.
     """
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     probe = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.version_info[:2])"],
@@ -43,7 +43,14 @@ def interpreter() -> list[str]:
     if not SYSTEM_PYTHON.exists() or probe.stdout.strip() != str(sys.version_info[:2]):
         pytest.skip(f"no system python{version} to run the service as another user")
     packages = next(path for path in sys.path if path.endswith("site-packages"))
-    return ["env", f"PYTHONPATH={ROOT}:{packages}", str(SYSTEM_PYTHON)]
+    entries = [*([str(first)] if first else []), str(ROOT), packages]
+    return ["env", f"PYTHONPATH={':'.join(entries)}", str(SYSTEM_PYTHON)]
+
+
+def serve_gateway(python: list[str], config: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """`rdnsgate serve gateway -c config` run to its end (a refusal), as root, in `work`."""
+    command = [*python, "-m", "rdnsgate", "serve", "gateway", "-c", str(config)]
+    return subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=60)
 
 
 def readable_by_user(python: list[str]) -> bool:
@@ -82,8 +89,7 @@ def test_binds_port_25_as_root_then_serves_as_the_user(workers: int) -> None:
     )
     log = work / "gateway.log"
     if not readable_by_user(python):  # e.g. a clone under a mktemp -d directory: the refusal is what to see
-        done = subprocess.run([*python, "-m", "rdnsgate", "serve", "gateway", "-c", str(config)], cwd=work,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = serve_gateway(python, config, work)
         assert done.returncode == 2 and f"service.user: {USER!r} cannot read /" in done.stderr
         assert "where rdnsgate's Python code comes from" in done.stderr
         return
@@ -139,11 +145,10 @@ def test_root_without_service_user_is_refused_unless_allowed(tmp_path: Path) -> 
 
 def test_code_the_user_cannot_read_is_refused_before_serving(tmp_path: Path) -> None:
     """A checkout under a directory only root may enter: a clear refusal naming it, not an import error later."""
-    python = interpreter()
     hidden = tmp_path / "root-only"
     hidden.mkdir(mode=0o700)
     (hidden / "rdnsgate").symlink_to(ROOT / "rdnsgate")  # imported from here: a path the user cannot resolve
-    python = [python[0], python[1].replace("PYTHONPATH=", f"PYTHONPATH={hidden}:"), *python[2:]]
+    python = interpreter(first=hidden)
     work = Path(tempfile.mkdtemp(prefix="rdnsgate-priv-"))
     try:
         os.chown(work, pwd.getpwnam(USER).pw_uid, -1)
@@ -152,8 +157,7 @@ def test_code_the_user_cannot_read_is_refused_before_serving(tmp_path: Path) -> 
             f'[gateway]\nlisten = ["127.0.0.1:{free_port()}"]\n[storage]\nurl = "sqlite:///{work / "r.db"}"\n'
             f'[service]\nuser = "{USER}"\n'
         )
-        done = subprocess.run([*python, "-m", "rdnsgate", "serve", "gateway", "-c", str(config)], cwd=work,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = serve_gateway(python, config, work)
         assert done.returncode == 2, done
         assert f"service.user: {USER!r} cannot read {hidden}, where rdnsgate's Python code" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
