@@ -143,7 +143,7 @@ def test_audit_into_a_closed_pipe_stops_soon_and_quietly(knot: KnotServer, worke
     try:
         assert proc.stdout is not None and proc.stderr is not None
         assert proc.stdout.readline().startswith("ip,iprev,")
-        assert proc.stdout.readline().startswith("198.18.0.")
+        assert proc.stdout.readline().startswith("198.18.")  # from any batch (worker) that finished first
         proc.stdout.close()
         proc.wait(timeout=30)
         error = proc.stderr.read()
