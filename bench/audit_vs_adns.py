@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import need_root, need_tools, write_section  # noqa: E402
+from bench.common import Quiet, need_root, need_tools, wait_until_quiet, write_section  # noqa: E402
 from bench.zones import NETWORK, broken_kind, zones  # noqa: E402
 from tests.harness.knot import KnotServer  # noqa: E402
 
@@ -112,7 +112,7 @@ def median_run(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
 
 
-def table(adns_runs: list[Run], our_runs: list[Run], command: str, load: tuple[float, float]) -> str:
+def table(adns_runs: list[Run], our_runs: list[Run], command: str, quiet: Quiet) -> str:
     adns, ours = median_run(adns_runs), median_run(our_runs)
     ratios = [mine.rate / theirs.rate for theirs, mine in zip(adns_runs, our_runs, strict=True)]
     cpu = os.cpu_count()
@@ -124,7 +124,7 @@ def table(adns_runs: list[Run], our_runs: list[Run], command: str, load: tuple[f
         [
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {cpu} cores with `{command}`: a cold audit of",
             f"{NETWORK} ({NETWORK.num_addresses:,} addresses, {expected_broken():,} broken) against one knotd,",
-            f"{len(our_runs)} runs of each tool, alternating; load average {load[0]:.2f} before, {load[1]:.2f} after.",
+            f"{len(our_runs)} runs of each tool, alternating; {quiet.words()}.",
             "Each rdnsgate run is set against the adns run just before it; the median of those ratios counts.",
             "",
             "| tool | checks/s | CPU s per 1,000 checks | wall s |",
@@ -146,13 +146,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--workers", type=int, default=None, help="rdnsgate audit --workers (default: its own)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--wait", type=float, default=600.0, help="seconds to wait for a quiet machine at most")
     args = parser.parse_args()
     need_root("adns asks port 53 only, so knotd must bind 127.0.53.1:53")
     need_tools(("adnslogres",), "apt-get install adns-tools; make bench does")
     # An installed rdnsgate has its bytecode compiled (pip does so at install); where PYTHONDONTWRITEBYTECODE
     # is set, every run would otherwise compile rdnsgate's modules again (~0.15 s of each run's start).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "rdnsgate")], check=True)
-    load_before = os.getloadavg()[0]
+    quiet = wait_until_quiet(args.wait)
     with tempfile.TemporaryDirectory(prefix="rdnsgate-bench-") as tmp:
         workdir = Path(tmp)
         with KnotServer(workdir / "knot", zones(), address=ADDRESS, port=53, udp_workers=2):
@@ -161,7 +162,7 @@ def main() -> None:
                 adns_runs.append(run_adns(workdir))
                 our_runs.append(run_rdnsgate(workdir, args.concurrency, args.workers))
                 print(f"adns {adns_runs[-1].rate:,.0f}/s, rdnsgate {our_runs[-1].rate:,.0f}/s", flush=True)
-    section = table(adns_runs, our_runs, "make bench", (load_before, os.getloadavg()[0]))
+    section = table(adns_runs, our_runs, "make bench", quiet)
     print(section)
     if not args.no_write:
         write_section(MARK, "Audit: rdnsgate vs adns", section)

@@ -7,8 +7,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,3 +92,49 @@ def write_section(mark: str, title: str, body: str) -> None:
     else:
         text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     BENCHMARKS.write_text(text)
+
+
+QUIET_IDLE = 0.90  # a quiet machine: every CPU at least this idle over QUIET_SAMPLE seconds,
+QUIET_LOAD = 1.0  # and a 1-minute load average at most this (it lags: nothing heavy in the last minute or so)
+QUIET_SAMPLE = 5.0
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """How a benchmark began: the load averages then, how long it waited for them, and whether it got quiet."""
+
+    load: tuple[float, float, float]
+    waited: float
+    quiet: bool
+
+    def words(self) -> str:
+        """ "load average 0.42 / 0.80 / 0.61 before (quiet after 95 s of waiting), 3.10 / ... after"."""
+        load = " / ".join(f"{value:.2f}" for value in self.load)
+        after = " / ".join(f"{value:.2f}" for value in os.getloadavg())
+        if not self.quiet:
+            state = f"the machine was not quiet after {self.waited:.0f} s of waiting: read these figures with care"
+        elif self.waited >= 1:
+            state = f"quiet after {self.waited:.0f} s of waiting"
+        else:
+            state = "quiet"
+        return f"load average {load} before ({state}), {after} after"
+
+
+def wait_until_quiet(limit: float) -> Quiet:
+    """Wait (up to `limit` seconds) until every CPU is at least `QUIET_IDLE` idle over `QUIET_SAMPLE` seconds
+    and the 1-minute load average is at most `QUIET_LOAD`: a benchmark that starts while the last one's
+    processes are still ending, or beside other work, measures them too (BENCHMARKS.md, the policy service)."""
+    start = time.monotonic()
+    while True:
+        before = cpu_times()
+        time.sleep(QUIET_SAMPLE)
+        after = cpu_times()
+        idle = min(1 - busy_share(before, after, cpu) for cpu in after)
+        load = os.getloadavg()
+        waited = time.monotonic() - start - QUIET_SAMPLE
+        if idle >= QUIET_IDLE and load[0] <= QUIET_LOAD:
+            return Quiet(load, max(0.0, waited), True)
+        if waited + QUIET_SAMPLE >= limit:
+            print(f"the machine is not quiet (load average {load[0]:.2f}, least idle CPU {idle:.0%}); going on")
+            return Quiet(load, waited, False)
+        print(f"waiting for a quiet machine: load average {load[0]:.2f}, least idle CPU {idle:.0%}", flush=True)

@@ -42,7 +42,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import in_memory, need_root, need_tools, on_disk, run_in_netns, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    Quiet,
+    in_memory,
+    need_root,
+    need_tools,
+    on_disk,
+    run_in_netns,
+    wait_until_quiet,
+    write_section,
+)
 from tests.harness.knot import KnotServer, Zone  # noqa: E402
 from tests.harness.postfix import PostfixInstance  # noqa: E402
 from tests.harness.smtp import GatewayProcess, wait_port  # noqa: E402
@@ -138,6 +147,7 @@ def inside(args: argparse.Namespace) -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     workers = args.workers or os.cpu_count() or 1
     place = in_memory if args.tmpfs else on_disk
+    quiet = wait_until_quiet(args.wait)
     with place("rdnsgate-bench-gw-") as workdir:
         knot = KnotServer(workdir / "knot", zones(), address="127.0.0.1", port=53).start()
         sink = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{SINK}", "1000"], stdout=subprocess.DEVNULL)
@@ -196,7 +206,7 @@ def inside(args: argparse.Namespace) -> None:
             sink.send_signal(signal.SIGTERM)
             sink.wait(10)
             knot.stop()
-    section = table(rates, before, idle, workers, args)
+    section = table(rates, before, idle, workers, args, quiet)
     print(section)
     if not args.no_write:
         write_section("gateway-benchmark", "Gateway: rdnsgate vs Postfix", section)
@@ -206,16 +216,17 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
 
-def table(rates: dict[str, list[float]], before: int, idle: int, workers: int, args: argparse.Namespace) -> str:
+def table(
+    rates: dict[str, list[float]], before: int, idle: int, workers: int, args: argparse.Namespace, quiet: Quiet
+) -> str:
     def ratio(name: str) -> str:
         each = [ours / theirs for ours, theirs in zip(rates[name], rates["postfix"], strict=True)]
         return f"**{statistics.median(each):.2f}×** ({', '.join(f'{value:.2f}' for value in each)})"
 
-    load = os.getloadavg()
     return "\n".join(
         [
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores with `make bench-gateway` "
-            f"(load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end): "
+            f"({quiet.words()}): "
             f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, next hop `smtp-sink`; "
             f"{args.runs} rounds, the order rotating, after a warm-up; each Postfix run waits until its mail is "
             f"delivered; {'everything on a tmpfs' if args.tmpfs else 'Postfix queues on the disk, as it runs'}. "
@@ -240,6 +251,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--wait", type=float, default=600.0, help="seconds to wait for a quiet machine at most")
     parser.add_argument(
         "--tmpfs", action="store_true", help="Postfix's queue on a tmpfs (no fsync: steadier, but not how it runs)"
     )
@@ -255,6 +267,7 @@ def main() -> None:
         ("postfix", "smtp-source", "smtp-sink", "ip", "knotd"), "make bench-gateway installs postfix, knot, iproute2"
     )
     forwarded = ["--runs", str(args.runs), "--messages", str(args.messages), "--workers", str(args.workers)]
+    forwarded += ["--wait", str(args.wait)]
     forwarded += ["--tmpfs"] if args.tmpfs else []
     forwarded += ["--no-write"] if args.no_write else []
     forwarded += ["--profile", args.profile] if args.profile else []

@@ -34,7 +34,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import busy_share, cpu_times, in_memory, need_root, process_cpu, run_in_netns, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    Quiet,
+    busy_share,
+    cpu_times,
+    in_memory,
+    need_root,
+    process_cpu,
+    run_in_netns,
+    wait_until_quiet,
+    write_section,
+)
 from bench.gateway_vs_postfix import smtp_source, zones  # noqa: E402
 from tests.harness.knot import KnotServer  # noqa: E402
 from tests.harness.postfix import PostfixInstance  # noqa: E402
@@ -115,6 +125,7 @@ def inside(args: argparse.Namespace) -> None:
 
         uvloop.run(null_server(NULL))
         return
+    quiet = wait_until_quiet(args.wait)
     with in_memory("rdnsgate-bench-policy-") as work:
         knot = KnotServer(work / "knot", zones(), address="127.0.0.1", port=53).start()
         assert knot.proc is not None
@@ -214,7 +225,7 @@ def inside(args: argparse.Namespace) -> None:
             sink.terminate()
             sink.wait(10)
             knot.stop()
-    section = table(rates, busy, per_message, requests, args)
+    section = table(rates, busy, per_message, requests, args, quiet)
     print(section)
     print("every run, msgs/s:", {name: [round(rate) for rate in values] for name, values in rates.items()})
     if not args.no_write:
@@ -241,6 +252,7 @@ def table(
     per_message: dict[str, list[float]],
     requests: dict[int, float],
     args: argparse.Namespace,
+    quiet: Quiet,
 ) -> str:
     ours_theirs = [o / t for o, t in zip(rates["rdnsgate"], rates["builtin"], strict=True)]
     ours_null = [o / n for o, n in zip(rates["rdnsgate"], rates["null"], strict=True)]
@@ -249,11 +261,10 @@ def table(
     def ratios(values: list[float]) -> str:
         return f"**{statistics.median(values):.2f}×** ({', '.join(f'{value:.2f}' for value in values)})"
 
-    load = os.getloadavg()
     return "\n".join(
         [
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores with `make bench-policy` "
-            f"(load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end): "
+            f"({quiet.words()}): "
             f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, next hop `smtp-sink`; "
             f"{args.runs} rounds of the three Postfix instances, the order rotating, after a warm-up. "
             "Servers (Postfix, knotd, policy services) on CPU 0, load and sink on CPU 1. "
@@ -294,6 +305,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--wait", type=float, default=600.0, help="seconds to wait for a quiet machine at most")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--null", action="store_true", help=argparse.SUPPRESS)
@@ -304,6 +316,7 @@ def main() -> None:
         return
     need_root("the benchmark makes a network namespace and starts Postfix")
     forwarded = ["--runs", str(args.runs), "--messages", str(args.messages), "--seconds", str(args.seconds)]
+    forwarded += ["--wait", str(args.wait)]
     run_in_netns("rdnsgate-bench-policy", __file__, forwarded + (["--no-write"] if args.no_write else []))
 
 
