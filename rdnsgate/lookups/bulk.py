@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 from collections.abc import Callable
 
 from rdnsgate.lookups.lookup import Chase
@@ -51,6 +52,7 @@ from rdnsgate.lookups.transport import (
 from rdnsgate.lookups.wire import (
     RCODE_NOERROR,
     RCODE_NXDOMAIN,
+    TYPES,
     Reply,
     WireError,
     decode_reply,
@@ -65,6 +67,8 @@ Done = Callable[[Outcome], None]
 # Offered a matched reply datagram and where its answer section begins, before it is decoded: True when it took
 # the reply (`done` is then never called), False to have it decoded and handed to `done` as usual.
 Quick = Callable[[bytes, int], bool]
+_NO_REPLY = Failure(Status.TIMEOUT, "no reply")  # a question's outcome until a try says otherwise
+_random = _jitter.random
 
 
 class _Ask:
@@ -77,7 +81,6 @@ class _Ask:
         "done",
         "expires",
         "last",
-        "lowered",
         "qid",
         "question",
         "quick",
@@ -91,7 +94,6 @@ class _Ask:
     ) -> None:
         self.question = question
         self.quick = quick if asked is not None else None  # the owner test of `only_record` needs the name as asked
-        self.lowered = question.lower()
         self.asked = asked  # the name, when decoding the question would give it back as it is
         self.done = done
         self.deadline = deadline
@@ -101,13 +103,14 @@ class _Ask:
         self.expires = 0.0
         self.server: Nameserver | None = None
         self.wait = 0.0
-        self.last = Failure(Status.TIMEOUT, "no reply")
+        self.last = _NO_REPLY
 
 
 class _Socket(asyncio.DatagramProtocol):
     """One connected UDP socket to one nameserver (the loop's datagram transport) and the questions on it.
 
-    The transport reads every datagram waiting in one wake-up and hands each to `datagram_received`;
+    The transport reads every datagram waiting in one wake-up and hands each to `datagram_received`
+    (here the client's `_received` itself);
     an ICMP error (nobody listening) comes to `error_received` and fails every question on the socket.
     """
 
@@ -116,12 +119,11 @@ class _Socket(asyncio.DatagramProtocol):
         self.server = server
         self.pending: dict[int, _Ask] = {}  # by query ID
         self.transport: asyncio.DatagramTransport | None = None
+        # Every reply goes straight to the client: one Python call per datagram, not two.
+        self.datagram_received = functools.partial(client._received, self)  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = udp_transport(transport)
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self.client._received(self, data)
 
     def error_received(self, exc: Exception) -> None:
         self.client._unreachable(self, exc)
@@ -191,7 +193,7 @@ class BulkClient:
             ask.done(ask.last)
             return
         server = self.nameservers[(ask.start + ask.attempt) % len(self.nameservers)]
-        wait = self.timeout * (1 + 0.5 * ask.attempt) * _jitter.uniform(0.9, 1.1)
+        wait = self.timeout * (1 + 0.5 * ask.attempt) * (0.9 + 0.2 * _random())  # ±10%, as transport.py
         if ask.deadline is not None:
             wait = min(wait, ask.deadline - loop.time())
             if wait <= 0:
@@ -289,16 +291,17 @@ class BulkClient:
 
     # -- replies -----------------------------------------------------------------------
 
-    def _received(self, sock: _Socket, data: bytes) -> None:
+    def _received(self, sock: _Socket, data: bytes, addr: object = None) -> None:
         """A datagram on `sock`: the reply to a question on the wire there, or dropped (RFC 5452)."""
-        # Its ID, the QR bit, one question, and that question's bytes (up to case) as asked.
+        # Its ID, the QR bit, one question, and that question's bytes (up to case: most servers echo the
+        # case asked, so the bytes are compared as they are first) as asked.
         ask = sock.pending.get((data[0] << 8) | data[1]) if len(data) >= 12 else None
-        if (
-            ask is None
-            or not data[2] & 0x80
-            or data[4:6] != b"\x00\x01"
-            or data[12 : 12 + len(ask.lowered)].lower() != ask.lowered
-        ):
+        if ask is None or not data[2] & 0x80 or data[4:6] != b"\x00\x01":
+            self.stats.dropped += 1
+            return
+        question = ask.question
+        echoed = data[12 : 12 + len(question)]
+        if echoed != question and echoed.lower() != question.lower():
             self.stats.dropped += 1
             return
         del sock.pending[ask.qid]
@@ -408,26 +411,40 @@ class BulkResolver:
         qname = name.lower()
         if qname.endswith(".") and not qname.endswith("\\."):
             qname = qname[:-1]
-        _Following(self, Chase(qname, qtype, self.max_cnames, self.default_negative_ttl), done, deadline).ask(quick)
+        following = _Following(self, qname, qtype, done, deadline)
+        self.client.ask(qname, TYPES[qtype], following.replied, deadline, quick)
 
     async def close(self) -> None:
         await self.client.close()
 
 
 class _Following:
-    """One lookup across its CNAME hops."""
+    """One lookup across its CNAME hops; its `Chase` is made at the first outcome it is handed (a reply that
+    the caller's `quick` took needs none)."""
 
-    __slots__ = ("chase", "deadline", "done", "hops", "resolver")
+    __slots__ = ("_chase", "deadline", "done", "hops", "qname", "qtype", "resolver")
 
-    def __init__(self, resolver: BulkResolver, chase: Chase, done: Callable[[Lookup], None], deadline: float | None):
+    def __init__(
+        self, resolver: BulkResolver, qname: str, qtype: str, done: Callable[[Lookup], None], deadline: float | None
+    ) -> None:
         self.resolver = resolver
-        self.chase = chase
+        self.qname, self.qtype = qname, qtype
+        self._chase: Chase | None = None
         self.done = done
         self.deadline = deadline
         self.hops = 0
 
-    def ask(self, quick: Quick | None = None) -> None:
-        self.resolver.client.ask(self.chase.current, self.chase.code, self.replied, self.deadline, quick)
+    @property
+    def chase(self) -> Chase:
+        chase = self._chase
+        if chase is None:
+            resolver = self.resolver
+            chase = self._chase = Chase(self.qname, self.qtype, resolver.max_cnames, resolver.default_negative_ttl)
+        return chase
+
+    def ask(self) -> None:
+        chase = self.chase
+        self.resolver.client.ask(chase.current, chase.code, self.replied, self.deadline)
 
     def replied(self, outcome: Outcome) -> None:
         chase = self.chase

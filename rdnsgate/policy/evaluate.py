@@ -137,7 +137,8 @@ class BulkIprev:
 
 class _IprevChain:
     __slots__ = (
-        "bulk", "confirmed", "deadline", "done", "forward", "ip", "missing", "names", "ptr", "ptr_reply", "text",
+        "bulk", "confirmed", "deadline", "done", "forward", "ip", "missing", "name", "names", "ptr", "ptr_reply",
+        "text",
     )  # fmt: skip
     ptr: Lookup
     names: PtrNames
@@ -160,6 +161,7 @@ class _IprevChain:
         self.forward: dict[str, Lookup] = {}
         self.missing = 0
         self.ptr_reply = b""  # the PTR reply `_quick_ptr` took, decoded only if the forward record does not confirm
+        self.name = ""  # the PTR name `_quick_ptr` found
 
     def start(self) -> None:
         quick = self._quick_ptr if self.confirmed is not None else None
@@ -170,27 +172,24 @@ class _IprevChain:
         name = only_record(reply, answer_at, TYPES["PTR"])
         if not isinstance(name, str) or not is_postfix_hostname(name):
             return False  # decoded and classified as usual (`_got_ptr`)
-        self.ptr_reply = reply
+        self.ptr_reply, self.name = reply, name
         self.missing = 1
         self.bulk.resolver.lookup(
-            name,
-            forward_type(self.ip),
-            functools.partial(self._forward_after_quick, name),
-            self.deadline,
-            functools.partial(self._quick_forward, name),
+            name, forward_type(self.ip), self._forward_after_quick, self.deadline, self._quick_forward
         )
         return True
 
-    def _quick_forward(self, name: str, reply: bytes, answer_at: int) -> bool:
+    def _quick_forward(self, reply: bytes, answer_at: int) -> bool:
         if only_record(reply, answer_at, TYPES[forward_type(self.ip)]) != self.text:
             return False  # not the common pass: decoded and evaluated as usual (`_forward_after_quick`)
         assert self.confirmed is not None
-        self.confirmed(name)
+        self.confirmed(self.name)
         return True
 
-    def _forward_after_quick(self, name: str, lookup: Lookup) -> None:
+    def _forward_after_quick(self, lookup: Lookup) -> None:
         """The forward lookup of the name `_quick_ptr` found: the PTR reply it took is decoded now, as
         `_got_ptr` would have had it, and the chain ends as usual."""
+        name = self.name
         ptr_name = reverse_pointer(self.ip)
         chase = Chase(ptr_name, "PTR", self.bulk.resolver.max_cnames, self.bulk.resolver.default_negative_ttl)
         ptr = chase.step(decode_reply(self.ptr_reply, ptr_name))

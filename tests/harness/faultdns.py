@@ -44,6 +44,7 @@ class Fault(StrEnum):
     HUGE_TXT = "huge-txt"  # the real answer plus ~20 KB of TXT in the additional section
     DROP_FIRST = "drop-first"  # no reply to the first query of this name and type, then the real answers
     NXDOMAIN = "nxdomain"  # "does not exist": a resolver that still holds an old negative answer
+    OTHER_CASE = "other-case"  # the real answer, its question (and records) named in upper case (RFC 4343)
 
 
 @dataclass
@@ -128,6 +129,14 @@ class FaultResponder:
             return [reply.to_wire()]
         if fault is Fault.GARBAGE:
             return [os.urandom(40), wire[:2] + os.urandom(30)]
+        if fault is Fault.OTHER_CASE:
+            real = self._forward(query, tcp)
+            shouted = dns.name.from_text(question.name.to_text().upper())
+            real.question[0].name = shouted
+            for rrset in real.answer:
+                if rrset.name == question.name:
+                    rrset.name = shouted
+            return [real.to_wire()]
         if fault in (Fault.WRONG_ID, Fault.WRONG_ID_THEN_RIGHT):
             real = self._forward(query, tcp)
             wrong = dns.message.from_wire(real.to_wire())

@@ -208,6 +208,19 @@ async def test_junk_replies_are_dropped_not_believed(faults: FaultResponder, fau
         await resolver.close()
 
 
+async def test_a_reply_naming_the_question_in_other_case_is_taken(faults: FaultResponder, kind: str) -> None:
+    """Names are equal up to case (RFC 4343): a server that answers MAIL.EXAMPLE.ORG for mail.example.org is
+    answering the question, and its answer counts (the clients compare the bytes as asked first)."""
+    faults.add("mail.example.org", "A", Fault.OTHER_CASE)
+    resolver = resolver_for(faults.nameserver, timeout=1.0, tries=1, kind=kind)
+    try:
+        found = await resolver.lookup("mail.example.org", "A")
+        assert found.status is Status.ANSWER and found.records == ("192.0.2.1",)
+        assert resolver.client.stats.dropped == 0
+    finally:
+        await resolver.close()
+
+
 async def test_ipv6_nameserver(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
     from tests.data.zones import zones
 
