@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from rdnsgate.model import Check, CheckResult, Report
 from rdnsgate.policy.headers import authentication_results, printable
-from rdnsgate.policy.profiles import Action, Profile, Rule, Stage
+from rdnsgate.policy.profiles import REFUSING, Action, Profile, Rule, Stage
 
 STAGE_ORDER = (Stage.HELO, Stage.MAIL, Stage.RCPT)
 CHECK_ORDER = (Check.IPREV, Check.HELO, Check.HELO_ALIGN, Check.SENDER, Check.GENERIC)
@@ -55,7 +55,7 @@ class Decision:
 
     @property
     def refused(self) -> bool:
-        return self.action.refuses
+        return self.action in REFUSING
 
 
 def render_text(

@@ -29,7 +29,10 @@ class Action(StrEnum):
 
     @property
     def refuses(self) -> bool:
-        return self in (Action.TEMPFAIL, Action.REJECT)
+        return self in REFUSING
+
+
+REFUSING = frozenset({Action.TEMPFAIL, Action.REJECT})  # the actions that refuse mail (a set: asked per request)
 
 
 class Stage(StrEnum):
