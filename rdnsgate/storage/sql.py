@@ -5,7 +5,8 @@ default, through aiosqlite with WAL so the CLI and a running gateway can share
 the file) and PostgreSQL (``postgresql://...``, through asyncpg, for several
 nodes).  Each table family has its module (whitelist, decisions, fleet,
 admins); `SqlStore` is all of them on one engine.  The schema is brought up
-to date by Alembic when the store opens.  Times are stored and returned in UTC.
+to date by Alembic when the store opens (a store already at `schema.REVISION`,
+nearly every one, is opened without importing Alembic).  Times are stored and returned in UTC.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rdnsgate.config import StorageSettings
 from rdnsgate.errors import StoreUnavailable
 from rdnsgate.storage.admins import AdminTables
-from rdnsgate.storage.base import create_engine, shown_url, upgrade
+from rdnsgate.storage.base import create_engine, is_current, shown_url, upgrade
 from rdnsgate.storage.changes import ChangeTables
 from rdnsgate.storage.decisions import DecisionTables
 from rdnsgate.storage.exceptions import ExceptionTables
@@ -32,7 +33,8 @@ class SqlStore(ExceptionTables, DecisionTables, FleetTables, AdminTables, NodeTa
 
     async def migrate(self) -> None:
         async with self.engine.begin() as connection:
-            await connection.run_sync(upgrade)
+            if not await connection.run_sync(is_current):
+                await connection.run_sync(upgrade)
 
     async def close(self) -> None:
         await self.decisions_close()

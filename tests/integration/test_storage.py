@@ -15,8 +15,9 @@ from rdnsgate.errors import ConfigError, StoreUnavailable, UsageError
 from rdnsgate.model import DecisionRecord, FleetEntry, WhitelistEntry
 from rdnsgate.policy.whitelist import match, parse_expiry, parse_target
 from rdnsgate.storage import open_store
-from rdnsgate.storage.base import create_engine, newest_revision, upgrade
+from rdnsgate.storage.base import create_engine, is_current, newest_revision, upgrade
 from rdnsgate.storage.nodes import Node
+from rdnsgate.storage.schema import REVISION
 from tests.harness.postgres import PostgresServer
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -119,11 +120,17 @@ def test_storage_settings_are_checked_at_load() -> None:
         StorageSettings(pool_size=0)
 
 
+def test_the_schema_revision_is_alembics_newest() -> None:
+    assert newest_revision() == REVISION
+
+
 async def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> None:
     """A store made by the first release, with data in it, upgraded by today's: nothing lost, new tables usable."""
     engine = create_engine(StorageSettings(url=store_url))
     async with engine.begin() as connection:
+        assert not await connection.run_sync(is_current)  # no schema yet
         await connection.run_sync(upgrade, "0001")
+        assert not await connection.run_sync(is_current)  # an older one
         await connection.execute(
             sa.text(
                 "INSERT INTO whitelist (kind, value, reason, created_at) VALUES ('domain', 'example.org', 'old', :at)"
@@ -141,6 +148,8 @@ async def test_upgrade_from_the_first_schema_keeps_the_data(store_url: str) -> N
     store = await open_store(store_url)
     try:
         assert await store.schema_version() == newest_revision()
+        async with store.engine.connect() as connection:
+            assert await connection.run_sync(is_current)
         assert [item.value for item in await store.whitelist_list()] == ["example.org"]
         [old] = await store.decisions_find(ip="192.0.2.1")
         assert (old.node, old.action, old.at) == ("mx1", "reject", NOW)

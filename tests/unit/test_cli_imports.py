@@ -36,3 +36,13 @@ def test_check_help_and_a_check_load_no_storage_smtp_or_web_code() -> None:
     # A closed loopback port as the resolver: the check ends at once with a temporary error (exit status 3).
     code, modules = _loaded("check", "127.0.0.1", "--nameserver", "127.0.0.1:9", "--timeout", "0.05", "--tries", "1")
     assert code == 3 and not modules & set(HEAVY), modules & set(HEAVY)
+
+
+def test_a_store_at_the_newest_schema_opens_without_alembic(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A new store is made by Alembic's migrations; one already at the newest schema is opened without
+    importing Alembic (~0.3 s of every store command's start)."""
+    monkeypatch.setenv("RDNSGATE_STORAGE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    code, modules = _loaded("whitelist", "list")
+    assert code == 0 and "alembic" in modules
+    code, modules = _loaded("whitelist", "list")
+    assert code == 0 and "alembic" not in modules and "sqlalchemy" in modules
