@@ -47,6 +47,7 @@ from rdnsgate.lookups.transport import (
     _jitter,
     ask_tcp,
     rcode_failure,
+    try_wait,
     udp_transport,
 )
 from rdnsgate.lookups.wire import (
@@ -68,7 +69,6 @@ Done = Callable[[Outcome], None]
 # the reply (`done` is then never called), False to have it decoded and handed to `done` as usual.
 Quick = Callable[[bytes, int], bool]
 _NO_REPLY = Failure(Status.TIMEOUT, "no reply")  # a question's outcome until a try says otherwise
-_random = _jitter.random
 
 
 class _Ask:
@@ -193,7 +193,7 @@ class BulkClient:
             ask.done(ask.last)
             return
         server = self.nameservers[(ask.start + ask.attempt) % len(self.nameservers)]
-        wait = self.timeout * (1 + 0.5 * ask.attempt) * (0.9 + 0.2 * _random())  # ±10%, as transport.py
+        wait = try_wait(self.timeout, ask.attempt)
         if ask.deadline is not None:
             wait = min(wait, ask.deadline - loop.time())
             if wait <= 0:

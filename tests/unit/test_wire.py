@@ -217,3 +217,24 @@ def test_only_record_reads_what_a_server_sends(asked: str, rtype: str, v4: str, 
     wire = reply.to_wire()
     expected = {"A": v4, "AAAA": str(ipaddress.IPv6Address(v6)), "PTR": target}[rtype]
     assert only_record(wire, 12 + len(encode_question(asked, TYPES[rtype])), TYPES[rtype]) == expected
+
+
+@given(st.floats(0.001, 60), st.integers(0, 9), st.floats(0, 1, exclude_max=True))
+def test_a_tries_wait_is_its_timeout_grown_by_half_each_retry_within_ten_percent(timeout, attempt, draw) -> None:  # type: ignore[no-untyped-def]
+    """`try_wait`, which both clients (transport.py, bulk.py) use for every try, whatever the generator draws."""
+    from rdnsgate.lookups import transport
+
+    base = timeout * (1 + 0.5 * attempt)
+    saved = transport._random
+    transport._random = lambda: draw
+    try:
+        wait = transport.try_wait(timeout, attempt)
+    finally:
+        transport._random = saved
+    assert 0.9 * base <= wait <= 1.1 * base
+
+
+def test_tries_asked_together_wait_different_times() -> None:
+    from rdnsgate.lookups.transport import try_wait
+
+    assert len({try_wait(2.0, 0) for _ in range(20)}) > 1
