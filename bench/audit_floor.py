@@ -102,10 +102,8 @@ async def _loop(address: tuple[str, int], count: int, level: int) -> tuple[float
     sock.setblocking(False)
     sock.connect(address)
     pending: dict[int, Callable[[bytes], None]] = {}
-    state = {"next": 0, "done": 0, "passed": 0, "qid": 0}
-    finished = loop.create_future()
+    state = {"qid": 0}
     rows: list[str] = []
-    base = int(NETWORK.network_address)
 
     def send(qname: str, qtype: int, callback: Callable[[bytes], None]) -> None:
         state["qid"] = qid = (state["qid"] + 1) & 0xFFFF
@@ -117,19 +115,11 @@ async def _loop(address: tuple[str, int], count: int, level: int) -> tuple[float
             sock.send(struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack("!HH", qtype, 1))
 
     def start() -> None:
-        if state["next"] >= count:
+        ip = tally.next_ip()
+        if ip is None:
             return
-        ip = ipaddress.IPv4Address(base + state["next"])
-        state["next"] += 1
         reverse = reverse_pointer(ip)
-
-        def done(passed: bool) -> None:
-            state["done"] += 1
-            state["passed"] += passed
-            if state["done"] == count:
-                finished.set_result(None)
-            else:
-                start()
+        done = tally.done
 
         def judged(ptr: Lookup, forward: dict[str, Lookup]) -> None:
             if level < 3:
@@ -192,40 +182,27 @@ async def _loop(address: tuple[str, int], count: int, level: int) -> tuple[float
             if callback is not None:
                 callback(msg)
 
+    tally = _Tally(count, start)
     loop.add_reader(sock.fileno(), readable)
-    began, used = time.perf_counter(), _cpu()
-    for _ in range(INFLIGHT):
-        start()
-    await finished
-    wall, cpu = time.perf_counter() - began, _cpu() - used
-    loop.remove_reader(sock.fileno())
-    sock.close()
-    return count / wall, cpu / count * 1e6, state["passed"]
+    try:
+        return await tally.run()
+    finally:
+        loop.remove_reader(sock.fileno())
+        sock.close()
 
 
 async def _client(nameserver: str, count: int) -> tuple[float, float, int]:
     """Level C: the common pass asked through `BulkClient`, each reply offered to a `quick` callback as the
     audit's chain offers it; any other outcome counts as not passing (the benchmark's broken tenth)."""
     client = BulkClient([parse_nameserver(nameserver)], max_inflight=INFLIGHT)
-    finished = asyncio.get_running_loop().create_future()
-    state = {"next": 0, "done": 0, "passed": 0}
     rows: list[str] = []
-    base = int(NETWORK.network_address)
-
-    def done(passed: bool) -> None:
-        state["done"] += 1
-        state["passed"] += passed
-        if state["done"] == count:
-            finished.set_result(None)
-        else:
-            start()
 
     def start() -> None:
-        if state["next"] >= count:
+        ip = tally.next_ip()
+        if ip is None:
             return
-        ip = ipaddress.IPv4Address(base + state["next"])
-        state["next"] += 1
         text = str(ip)
+        done = tally.done
 
         def quick_a(name: str, reply: bytes, answer_at: int) -> bool:
             if only_record(reply, answer_at, A) != text:
@@ -245,13 +222,44 @@ async def _client(nameserver: str, count: int) -> tuple[float, float, int]:
 
         client.ask(reverse_pointer(ip), PTR, lambda _outcome: done(False), None, quick_ptr)
 
-    began, used = time.perf_counter(), _cpu()
-    for _ in range(INFLIGHT):
-        start()
-    await finished
-    wall, cpu = time.perf_counter() - began, _cpu() - used
-    await client.close()
-    return count / wall, cpu / count * 1e6, state["passed"]
+    tally = _Tally(count, start)
+    try:
+        return await tally.run()
+    finally:
+        await client.close()
+
+
+class _Tally:
+    """The checks of one level: the next address, how many ended and passed.  `INFLIGHT` checks start at
+    once and each ended check starts the next (`start`), until `count` have ended."""
+
+    def __init__(self, count: int, start: Callable[[], None]) -> None:
+        self.count, self.start = count, start
+        self.started = self.ended = self.passed = 0
+        self.finished = asyncio.get_running_loop().create_future()
+
+    def next_ip(self) -> ipaddress.IPv4Address | None:
+        if self.started >= self.count:
+            return None
+        self.started += 1
+        return ipaddress.IPv4Address(int(NETWORK.network_address) + self.started - 1)
+
+    def done(self, passed: bool) -> None:
+        self.ended += 1
+        self.passed += passed
+        if self.ended == self.count:
+            self.finished.set_result(None)
+        else:
+            self.start()
+
+    async def run(self) -> tuple[float, float, int]:
+        """(checks/s, CPU µs per check, checks passed)"""
+        began, used = time.perf_counter(), _cpu()
+        for _ in range(INFLIGHT):
+            self.start()
+        await self.finished
+        wall, cpu = time.perf_counter() - began, _cpu() - used
+        return self.count / wall, cpu / self.count * 1e6, self.passed
 
 
 def _cpu() -> float:
