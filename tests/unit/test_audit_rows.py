@@ -1,18 +1,35 @@
 """The audit's output rows: the fast CSV line is what the csv module writes, JSON lines read back, and the
-common pass made from a name alone is the general row."""
+common pass made from a name alone is the general row; the addresses of a range, made in a worker process
+from a `Span`, are the range's."""
 
 from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
+from collections import Counter
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rdnsgate.checks.iprev import evaluate_iprev, forward_type
-from rdnsgate.checks.names import is_postfix_hostname, reverse_pointer
-from rdnsgate.frontends.cli.audit import COLUMNS, Target, _row, confirmed_row, format_row, header
+from rdnsgate.checks.names import is_postfix_hostname, parse_ip, reverse_pointer
+from rdnsgate.frontends.cli.audit import (
+    BATCH,
+    COLUMNS,
+    CONFIRMED,
+    Source,
+    Span,
+    Summary,
+    Target,
+    _row,
+    confirmed_line,
+    confirmed_row,
+    format_row,
+    header,
+    span_targets,
+)
 from rdnsgate.frontends.cli.options import Format
 from rdnsgate.model import IPAddress, Lookup, Status
 
@@ -50,3 +67,56 @@ def test_the_common_pass_row_is_the_general_one(ip: IPAddress, name: str, ttl: i
     ptr = Lookup(reverse_pointer(ip), "PTR", Status.ANSWER, (name,), ttl=ttl)
     forward = Lookup(name, forward_type(ip), Status.ANSWER, (str(ip),), ttl=ttl)
     assert confirmed_row(target, name) == _row(target, evaluate_iprev(ip, ptr, {name: forward}))
+
+
+any_hostname = st.text(st.sampled_from("aZ09-_."), min_size=1, max_size=40).filter(is_postfix_hostname)
+
+
+@given(st.ip_addresses(), hostname | any_hostname, st.sampled_from(Format))
+def test_the_common_pass_line_is_the_rows(ip: IPAddress, name: str, fmt: Format) -> None:
+    """`confirmed_line`, which writes the CSV line of the common pass at once, is the general row's line; its
+    summary key is the row's."""
+    target = Target(ip, None, str(ip))
+    row = confirmed_row(target, name)
+    assert confirmed_line(fmt, target, name) == format_row(fmt, row)
+    assert (row["iprev"], row["reason"], row["helo_result"]) == CONFIRMED
+
+
+networks = st.one_of(
+    st.builds(lambda n, p: ipaddress.ip_network((n, p), strict=False), st.integers(0, 2**32 - 1), st.integers(22, 32)),
+    st.builds(
+        lambda n, p: ipaddress.ip_network((n, p), strict=False), st.integers(0, 2**128 - 1), st.integers(116, 128)
+    ),
+    # IPv4-mapped IPv6 addresses, audited as IPv4
+    st.builds(
+        lambda n, p: ipaddress.ip_network(f"::ffff:{ipaddress.IPv4Address(n)}/{p}", strict=False),
+        st.integers(0, 2**32 - 1),
+        st.integers(118, 128),
+    ),
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(networks, min_size=1, max_size=3))
+def test_a_ranges_spans_are_its_addresses_in_order(nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+    """What one process audits (`Source.items`) and what worker processes are handed (`Source.batches`, each
+    `Span` made into targets there) are every address of the networks, in order, at most `BATCH` a span."""
+    expected = [parse_ip(str(ip)) for net in nets for ip in net]
+    source = Source(nets, None, sum(net.num_addresses for net in nets))
+    items = list(source.items)
+    assert [item.ip for item in items] == expected  # type: ignore[union-attr]
+    assert all(item == Target(item.ip, None, str(item.ip)) for item in items)
+    spans = list(source.batches())
+    assert all(isinstance(span, Span) and 0 < span.size <= BATCH for span in spans)
+    assert [target for span in spans for target in span_targets(span)] == items  # type: ignore[arg-type]
+
+
+def test_the_summary_counts_batches() -> None:
+    summary = Summary()
+    summary.count(Counter({CONFIRMED: 3, ("fail", "no-ptr", ""): 2}))
+    summary.count(Counter({("pass", "confirmed", "fail"): 1}))
+    assert summary.total == 6
+    assert summary.iprev == Counter({"pass": 4, "fail": 2})
+    assert summary.reasons == Counter({"confirmed": 4, "no-ptr": 2})
+    assert summary.helo == Counter({"fail": 1})
+    assert summary.exit_status() == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ipaddress
 import json
 import multiprocessing
@@ -53,6 +54,10 @@ COLUMNS = (
 )
 
 
+Key = tuple[str, str, str]  # what the summary counts of a row: its iprev result, reason and HELO result
+CONFIRMED: Key = (Result.PASS.value, "confirmed", "")  # the key of `confirmed_row`
+
+
 class Target(NamedTuple):
     ip: IPAddress
     helo: str | None
@@ -65,10 +70,45 @@ class BadLine:
     message: str
 
 
+class Span(NamedTuple):
+    """`size` consecutive addresses of one network from `first` (as an integer): a worker process's batch,
+    made into `Target`s there, so that the addresses of a range are never made, sent and read twice."""
+
+    version: int
+    first: int
+    size: int
+
+
 @dataclass
 class Source:
-    items: Iterable[Target | BadLine]
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    file: Path | None
     total: int | None
+
+    @property
+    def items(self) -> Iterator[Target | BadLine]:
+        """Every address of the networks, then the file's lines."""
+        for span in _spans(self.networks):
+            yield from span_targets(span)
+        if self.file is not None:
+            yield from _file_lines(self.file)
+
+    def batches(self) -> Iterator[Span | BadLine | list[tuple[str, str | None]]]:
+        """The same, for worker processes: the networks as `Span`s, the file's lines as lists of (ip, helo)."""
+        yield from _spans(self.networks)
+        if self.file is None:
+            return
+        batch: list[tuple[str, str | None]] = []
+        for item in _file_lines(self.file):
+            if isinstance(item, BadLine):
+                yield item
+                continue
+            batch.append((item.text, item.helo))
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -81,12 +121,22 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return network
 
 
-def _expand(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Iterator[Target]:
+def _spans(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Iterator[Span]:
     for network in networks:
-        for ip in network:
-            if ip.version == 6:
-                ip = parse_ip(str(ip))  # an IPv4-mapped address is audited as IPv4
-            yield Target(ip, None, str(ip))
+        first, end = int(network.network_address), int(network.broadcast_address) + 1
+        for start in range(first, end, BATCH):
+            yield Span(network.version, start, min(BATCH, end - start))
+
+
+def span_targets(span: Span) -> list[Target]:
+    if span.version == 4:
+        targets = []
+        for number in range(span.first, span.first + span.size):
+            ip = ipaddress.IPv4Address(number)
+            targets.append(Target(ip, None, str(ip)))
+        return targets
+    ips = [parse_ip(str(ipaddress.IPv6Address(number))) for number in range(span.first, span.first + span.size)]
+    return [Target(ip, None, str(ip)) for ip in ips]  # an IPv4-mapped address is audited as IPv4
 
 
 def _read_lines(lines: Iterable[str], name: str) -> Iterator[Target | BadLine]:
@@ -118,13 +168,11 @@ def targets_from(args: list[str], file: Path | None) -> Source:
     """Validate the arguments now (errors before any query); expand them lazily."""
     networks = [_network(text) for text in args]
     total: int | None = sum(network.num_addresses for network in networks)
-    parts: list[Iterable[Target | BadLine]] = [_expand(networks)]
     if file is not None:
         if str(file) != "-" and not file.is_file():
             raise UsageError(f"{file}: no such file")
-        parts.append(_file_lines(file))
         total = None
-    return Source((item for part in parts for item in part), total)
+    return Source(networks, file, total)
 
 
 @dataclass
@@ -137,15 +185,14 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0
 
-    def count(self, iprev: str, reason: str, helo: str) -> None:
-        self.total += 1
-        self.iprev[iprev] += 1
-        self.reasons[reason] += 1
-        if helo:
-            self.helo[helo] += 1
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.count(*_counts(row))
+    def count(self, counts: Counter[Key]) -> None:
+        """Add the rows of a batch, counted by `Key`."""
+        for (iprev, reason, helo), number in counts.items():
+            self.total += number
+            self.iprev[iprev] += number
+            self.reasons[reason] += number
+            if helo:
+                self.helo[helo] += number
 
     def exit_status(self) -> int:
         failed = (
@@ -194,6 +241,16 @@ def confirmed_row(target: Target, name: str) -> dict[str, Any]:
     }
 
 
+def confirmed_line(fmt: Format, target: Target, name: str) -> str:
+    """`format_row(fmt, confirmed_row(target, name))`, for CSV written at once: `name` passed
+    `is_postfix_hostname` (letters, digits, ``-``, ``_``, dots), so no field of it needs quotes (a property
+    test holds the two together)."""
+    if fmt is Format.CSV:
+        text = target.text
+        return f"{text},pass,confirmed,{name},{name},,,,,{confirmed_detail(name, forward_type(target.ip), text)}\n"
+    return format_row(fmt, confirmed_row(target, name))
+
+
 async def _add_helo(engine: Engine, target: Target, iprev: IprevReport, row: dict[str, Any]) -> dict[str, Any]:
     assert target.helo is not None
     helo, align = await engine.helo(target.helo, target.ip, iprev)
@@ -234,9 +291,9 @@ async def check_all(
     next_batch: Callable[[], Awaitable[list[Target] | None]],
     dns: DnsSettings,
     concurrency: int,
-    emit: Callable[[dict[str, Any]], None],
+    rows: RowBatches,
 ) -> None:
-    """Check targets, `concurrency` at once, until `next_batch` gives None; each row goes to `emit`.
+    """Check targets, `concurrency` at once, until `next_batch` gives None; each row goes to `rows`.
 
     The iprev chains run on callbacks (`BulkIprev`: no coroutine per address or
     question), and a finished check starts the next target in the same callback;
@@ -260,17 +317,28 @@ async def check_all(
             active += 1
             start(queue.popleft())
 
-    def finished(row: dict[str, Any] | None) -> None:
+    def ended() -> None:
         nonlocal active
         active -= 1
-        if row is not None:
-            try:
-                emit(row)
-            except BaseException as exc:  # the output is gone (a closed pipe): stop
-                failure.append(exc)
         start_more()
         if (len(queue) < concurrency or not active or failure) and wake is not None and not wake.done():
             wake.set_result(None)
+
+    def finished(row: dict[str, Any] | None) -> None:
+        if row is not None:
+            try:
+                rows.add(row)
+            except BaseException as exc:  # the output is gone (a closed pipe): stop
+                failure.append(exc)
+        ended()
+
+    def confirmed(target: Target, name: str) -> None:
+        """`finished(confirmed_row(target, name))`, the row's line made at once (`confirmed_line`)."""
+        try:
+            rows.add_confirmed(target, name)
+        except BaseException as exc:
+            failure.append(exc)
+        ended()
 
     def helo_done(task: asyncio.Task[dict[str, Any]]) -> None:
         helo_tasks.discard(task)
@@ -294,7 +362,7 @@ async def check_all(
             task.add_done_callback(helo_done)
 
         if target.helo is None:  # the common pass needs no report (BulkIprev.check)
-            bulk.check(target.ip, iprev_done, lambda name: finished(confirmed_row(target, name)), target.text)
+            bulk.check(target.ip, iprev_done, functools.partial(confirmed, target), target.text)
         else:
             bulk.check(target.ip, iprev_done, text=target.text)
 
@@ -335,22 +403,29 @@ def _report_bad(err: Console, summary: Summary, item: BadLine) -> None:
 class RowBatches:
     """Rows formatted and handed on `BATCH` at a time, or at most `FLUSH_EVERY` seconds after the first one
     waiting: one write (or one message from a worker process) per batch, not per row, and a slow audit
-    still streams.  `send` gets the batch's text and its rows; an error of a timed send (the output is
-    gone: a closed pipe) is raised at the next row, which stops the audit.
+    still streams.  `send` gets the batch's text and its rows counted by `Key`; an error of a timed send
+    (the output is gone: a closed pipe) is raised at the next row, which stops the audit.
     """
 
-    def __init__(self, fmt: Format, send: Callable[[str, list[dict[str, Any]]], None]) -> None:
+    def __init__(self, fmt: Format, send: Callable[[str, Counter[Key]], None]) -> None:
         self.fmt, self.send = fmt, send
         self.lines: list[str] = []
-        self.rows: list[dict[str, Any]] = []
+        self.keys: list[Key] = []
         self.timer: asyncio.TimerHandle | None = None
         self.broken: BaseException | None = None
 
     def add(self, row: dict[str, Any]) -> None:
+        self._add(format_row(self.fmt, row), (row["iprev"], row["reason"], row["helo_result"]))
+
+    def add_confirmed(self, target: Target, name: str) -> None:
+        """`add(confirmed_row(target, name))`, made at once (`confirmed_line`)."""
+        self._add(confirmed_line(self.fmt, target, name), CONFIRMED)
+
+    def _add(self, line: str, key: Key) -> None:
         if self.broken is not None:
             raise self.broken
-        self.lines.append(format_row(self.fmt, row))
-        self.rows.append(row)
+        self.lines.append(line)
+        self.keys.append(key)
         if len(self.lines) >= BATCH:
             self.flush()
         elif self.timer is None:
@@ -361,9 +436,9 @@ class RowBatches:
             self.timer.cancel()
             self.timer = None
         if self.lines:
-            text, rows = "".join(self.lines), self.rows
-            self.lines, self.rows = [], []
-            self.send(text, rows)
+            text, counts = "".join(self.lines), Counter(self.keys)
+            self.lines, self.keys = [], []
+            self.send(text, counts)
 
     def _later(self) -> None:
         self.timer = None
@@ -384,7 +459,7 @@ async def run_audit(
 ) -> Summary:
     """Audit in this process: one event loop, `concurrency` addresses at once."""
     summary = Summary()
-    items = iter(source.items)
+    items = source.items
     progress = _progress(err, show_progress)
     task = progress.add_task("audit", total=source.total)
     out.write(header(fmt))
@@ -400,17 +475,16 @@ async def run_audit(
                 break
         return batch or None
 
-    def write(text: str, rows: list[dict[str, Any]]) -> None:
+    def write(text: str, counts: Counter[Key]) -> None:
         out.write(text)
-        for row in rows:
-            summary.add(row)
+        summary.count(counts)
         if show_progress:
-            progress.advance(task, len(rows))
+            progress.advance(task, counts.total())
 
     batches = RowBatches(fmt, write)
     try:
         with progress:
-            await check_all(next_batch, dns, concurrency, batches.add)
+            await check_all(next_batch, dns, concurrency, batches)
     finally:
         batches.flush()
         out.flush()
@@ -425,7 +499,7 @@ _ERROR = "error"
 
 
 def _child(tasks: Any, results: Any, dns: DnsSettings, concurrency: int, fmt: Format) -> None:
-    """A worker process: check the batches of (ip, helo) it takes, send back text and counts."""
+    """A worker process: check the batches it takes (`Source.batches`), send back text and counts."""
     tune_gc()
     try:
         run_loop(_child_async(tasks, results, dns, concurrency, fmt))
@@ -442,20 +516,18 @@ async def _child_async(tasks: Any, results: Any, dns: DnsSettings, concurrency: 
         batch = await loop.run_in_executor(None, tasks.get)
         if batch is None:
             return None
+        if isinstance(batch, Span):
+            return span_targets(batch)
         return [Target(parse_ip(ip), helo, ip) for ip, helo in batch]
 
-    def send(text: str, rows: list[dict[str, Any]]) -> None:
-        results.put(("rows", (text, [_counts(row) for row in rows])))
+    def send(text: str, counts: Counter[Key]) -> None:
+        results.put(("rows", (text, counts)))
 
     batches = RowBatches(fmt, send)
     try:
-        await check_all(next_batch, dns, concurrency, batches.add)
+        await check_all(next_batch, dns, concurrency, batches)
     finally:
         batches.flush()
-
-
-def _counts(row: dict[str, Any]) -> tuple[str, str, str]:
-    return row["iprev"], row["reason"], row["helo_result"]
 
 
 def run_audit_processes(
@@ -489,18 +561,12 @@ def run_audit_processes(
     feeder_error: list[BaseException] = []
 
     def feed() -> None:
-        batch: list[tuple[str, str | None]] = []
         try:
-            for item in source.items:
+            for item in source.batches():
                 if isinstance(item, BadLine):
                     _report_bad(err, summary, item)
-                    continue
-                batch.append((item.text, item.helo))
-                if len(batch) >= BATCH:
-                    tasks.put(batch)
-                    batch = []
-            if batch:
-                tasks.put(batch)
+                else:
+                    tasks.put(item)
         except BaseException as exc:
             feeder_error.append(exc)
         finally:
@@ -525,10 +591,9 @@ def run_audit_processes(
             else:
                 text, counts = payload
                 out.write(text)
-                for iprev, reason, helo in counts:
-                    summary.count(iprev, reason, helo)
+                summary.count(counts)
                 if show_progress:
-                    progress.advance(task, len(counts))
+                    progress.advance(task, counts.total())
     out.flush()
     feeder.join()
     for child in children:
