@@ -176,12 +176,14 @@ def audit(
         workers = 1 if small else max(1, os.cpu_count() or 1)
     try:
         resolve_nameservers(dns.nameservers)  # a bad --nameserver is a usage error before any work starts
+        # Before any worker is forked: this process's objects are frozen once, for the workers too, and are
+        # not walked again at its exit (without it, ~0.2 s of collecting with two workers).
+        tune_gc()
         if workers > 1:
             summary = audit_mod.run_audit_processes(
                 source, dns, concurrency, workers, output_format, sys.stdout, err, show_progress
             )
         else:
-            tune_gc()
             summary = run_loop(
                 audit_mod.run_audit(source, dns, concurrency, output_format, sys.stdout, err, show_progress)
             )
