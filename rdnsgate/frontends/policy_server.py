@@ -57,7 +57,7 @@ class ProtocolError(ValueError):
 
 
 _LINE = re.compile(rb"[A-Za-z0-9_]+=[^\n]*\Z")
-_NAMES = re.compile(r"[A-Za-z0-9_]+")
+_NAMES = re.compile(rb"[A-Za-z0-9_]+")
 
 
 class RequestParser:
@@ -85,12 +85,7 @@ class RequestParser:
             block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
             if len(block) + 2 > MAX_REQUEST:
                 raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
-            lines = block.split(b"\n")
-            if len(lines) > MAX_ATTRIBUTES:
-                raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
-            if max(map(len, lines)) > MAX_LINE:
-                raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-            yield attributes(block)
+            yield _attributes(block.split(b"\n"))
 
     def _check_partial(self) -> None:
         """An unfinished request must already be within the limits."""
@@ -105,20 +100,23 @@ class RequestParser:
             raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
 
 
-class _Lines(dict[str, tuple[str, str]]):
+class _Lines(dict[bytes, tuple[str, str]]):
     """Lines seen before -> (name, value): most lines of a Postfix request (the client, HELO, sender, TLS
-    and server attributes) come again and again, so a request costs a dict lookup per line in C and a split
-    only for the new ones (the instance, queue ID, recipient, size): half of splitting all 30 of them."""
+    and server attributes) come again and again, so a request costs a dict lookup per line in C, and a line
+    is checked (its length, the ``name=value`` form) and decoded only the first time it is seen (the instance,
+    queue ID, recipient and size are new ones)."""
 
     KEPT = 4096  # lines of at most MAX_LINE bytes: a few MiB at most
 
-    def __missing__(self, line: str) -> tuple[str, str]:
-        name, equals, value = line.partition("=")
+    def __missing__(self, line: bytes) -> tuple[str, str]:
+        if len(line) > MAX_LINE:
+            raise _Malformed
+        name, equals, value = line.partition(b"=")
         if not equals or _NAMES.fullmatch(name) is None:
             raise _Malformed
         if len(self) >= self.KEPT:
             self.clear()
-        pair = self[line] = (name, value)
+        pair = self[line] = (name.decode("ascii"), value.decode("utf-8", "replace"))
         return pair
 
 
@@ -131,16 +129,22 @@ _lines = _Lines()
 
 def attributes(block: bytes) -> dict[str, str]:
     """The ``name=value`` lines of a request, values decoded as UTF-8 (bad bytes replaced); ProtocolError
-    names the first line that is not ``name=value`` with a name of ASCII letters, digits and ``_``.
+    for more than `MAX_ATTRIBUTES` lines, a line longer than `MAX_LINE` bytes, or else the first line that is
+    not ``name=value`` with a name of ASCII letters, digits and ``_`` (the error in that order)."""
+    return _attributes(block.split(b"\n"))
 
-    Decoded as a whole, then split: a newline or ``=`` is never part of a multi-byte sequence, so this is
-    what decoding each name and value alone gives (a property test holds the two together).
-    """
+
+def _attributes(lines: list[bytes]) -> dict[str, str]:
+    if len(lines) > MAX_ATTRIBUTES:
+        raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
     try:
-        return dict(map(_lines.__getitem__, block.decode("utf-8", "replace").split("\n")))
+        return dict(map(_lines.__getitem__, lines))
     except _Malformed:
-        bad = next((line for line in block.split(b"\n") if _LINE.match(line) is None), block)
-        raise ProtocolError(f"malformed line {bad[:60]!r}") from None
+        pass
+    if max(map(len, lines)) > MAX_LINE:
+        raise ProtocolError(f"line longer than {MAX_LINE} bytes")
+    bad = next((line for line in lines if _LINE.match(line) is None), b"")
+    raise ProtocolError(f"malformed line {bad[:60]!r}")
 
 
 def reply(action: str) -> bytes:

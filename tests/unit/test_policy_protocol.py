@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from rdnsgate.frontends.policy_server import (
     MAX_ATTRIBUTES,
+    MAX_LINE,
     ProtocolError,
     RequestParser,
     _Lines,
@@ -109,4 +110,19 @@ def test_lines_seen_before_parse_as_new_ones() -> None:
     for _ in range(2):
         with pytest.raises(ProtocolError, match="malformed line b'bad line'"):
             attributes(known + b"\nbad line")
-    assert "bad line" not in _lines
+    assert b"bad line" not in _lines
+
+
+def test_a_long_line_is_refused_every_time_and_never_kept() -> None:
+    """Lines are checked once, when first seen: one too long is never kept, so it is refused again; the
+    order of the errors is the request's (too many lines, then a long line anywhere, then a malformed one)."""
+    longest, too_long = b"x=" + b"a" * (MAX_LINE - 2), b"x=" + b"a" * (MAX_LINE - 1)
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match=f"line longer than {MAX_LINE} bytes"):
+            attributes(b"a=1\n" + too_long)
+        with pytest.raises(ProtocolError, match=f"line longer than {MAX_LINE} bytes"):
+            attributes(b"bad line\n" + too_long)
+        assert attributes(longest) == {"x": "a" * (MAX_LINE - 2)}
+    assert too_long not in _lines and longest in _lines
+    with pytest.raises(ProtocolError, match="more than 100 attributes"):
+        attributes(b"\n".join([b"a=1"] * 100 + [too_long]))
