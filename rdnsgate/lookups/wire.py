@@ -104,8 +104,11 @@ def _unescape_label(label: str) -> bytes:
     while i < len(label):
         char = label[i]
         if char == "\\":
-            if label[i + 1 : i + 4].isdigit() and len(label[i + 1 : i + 4]) == 3:
-                out.append(int(label[i + 1 : i + 4]))
+            digits = label[i + 1 : i + 4]
+            if len(digits) == 3 and digits.isascii() and digits.isdigit():
+                if int(digits) > 255:  # RFC 1035 §5.1: \DDD is one octet
+                    raise WireError(f"escape \\{digits} in {label!r} is not an octet (0-255)")
+                out.append(int(digits))
                 i += 4
                 continue
             out += label[i + 1].encode("ascii")

@@ -12,7 +12,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rdnsgate.lookups.wire import (
@@ -21,6 +21,7 @@ from rdnsgate.lookups.wire import (
     WireError,
     decode_reply,
     decodes_unchanged,
+    encode_name,
     encode_query,
     encode_question,
     only_record,
@@ -88,6 +89,7 @@ any_name = st.lists(st.text(st.sampled_from("aZ09-_.\\ é*"), min_size=1, max_si
 
 
 @given(any_name)
+@example("\\900")  # an escape beyond an octet: found by this test, once, in CI
 def test_a_name_decodes_unchanged_only_when_it_does(name: str) -> None:
     """`decodes_unchanged` may let a reply's question go unread only when reading it would give `name`."""
     try:
@@ -238,3 +240,11 @@ def test_tries_asked_together_wait_different_times() -> None:
     from rdnsgate.lookups.transport import try_wait
 
     assert len({try_wait(2.0, 0) for _ in range(20)}) > 1
+
+
+@pytest.mark.parametrize("name", ["\\256.example", "a\\900b.example", "\\999"])
+def test_an_escape_beyond_an_octet_is_a_wire_error(name: str) -> None:
+    """RFC 1035 §5.1: \\DDD is one octet; a larger number is a name that cannot be asked (a WireError, which
+    every caller turns into an error outcome), not a crash."""
+    with pytest.raises(WireError, match="is not an octet"):
+        encode_name(name)
