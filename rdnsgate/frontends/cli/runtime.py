@@ -11,32 +11,16 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
 
 from rdnsgate.frontends.cli.exits import Exit
 
 T = TypeVar("T")
 
 
-class Group(TyperGroup):
-    """Every command group of the CLI: a ``--help`` flag that defaults to False.
-
-    typer coerces a flag whose value is not a bool through a pydantic
-    TypeAdapter; the built-in ``--help`` of a group defaults to None, so every
-    command paid about 0.1 s importing pydantic before it did anything.
-    """
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None and option.default is None:
-            option.default = False
-        return option
-
-
 def new_app(help: str, **options: Any) -> typer.Typer:
-    """A command group: plain-text help, no completion install, `Group` for its parser."""
+    """A command group: plain-text help, no completion install."""
     options.setdefault("no_args_is_help", True)
-    return typer.Typer(cls=Group, rich_markup_mode=None, add_completion=False, help=help, **options)
+    return typer.Typer(rich_markup_mode=None, add_completion=False, help=help, **options)
 
 
 def run_loop(coro: Coroutine[Any, Any, T]) -> T:
