@@ -170,19 +170,30 @@ class BulkClient:
     # -- asking ------------------------------------------------------------------------
 
     def ask(
-        self, qname: str, qtype: int, done: Done, deadline: float | None = None, quick: Quick | None = None
+        self,
+        qname: str,
+        qtype: int,
+        done: Done,
+        deadline: float | None = None,
+        quick: Quick | None = None,
+        question: bytes | None = None,
     ) -> None:
         """Ask `qname`/`qtype`; `done` is called once, later, with the reply or the failure, unless `quick`
-        takes the reply first (offered NOERROR replies only, and only for a name that `decodes_unchanged`)."""
+        takes the reply first (offered NOERROR replies only, and only for a name that `decodes_unchanged`).
+        `question`: ``encode_question(qname, qtype)`` when the caller made it already, for a name that
+        `decodes_unchanged` (a reverse name: `reverse_question_v4`)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        try:
-            question = encode_question(qname, qtype)
-        except WireError as exc:
-            self._loop.call_soon(done, Failure(Status.ERROR, str(exc)))
-            return
+        if question is not None:
+            asked: str | None = qname
+        else:
+            try:
+                question = encode_question(qname, qtype)
+            except WireError as exc:
+                self._loop.call_soon(done, Failure(Status.ERROR, str(exc)))
+                return
+            asked = qname if decodes_unchanged(qname) else None
         count = len(self.nameservers)
-        asked = qname if decodes_unchanged(qname) else None
         self._try(_Ask(question, asked, done, deadline, _jitter.randrange(count) if count > 1 else 0, quick))
 
     def _try(self, ask: _Ask) -> None:
@@ -405,14 +416,17 @@ class BulkResolver:
         done: Callable[[Lookup], None],
         deadline: float | None = None,
         quick: Quick | None = None,
+        question: bytes | None = None,
     ) -> None:
         """Resolve `name`/`qtype`; `done` is called once, later, with the `Lookup`, unless `quick` takes the
-        first reply (`BulkClient.ask`)."""
-        qname = name.lower()
-        if qname.endswith(".") and not qname.endswith("\\."):
-            qname = qname[:-1]
+        first reply (`BulkClient.ask`, as is `question`: then `name` is in lower case without the root's dot)."""
+        qname = name
+        if question is None:
+            qname = name.lower()
+            if qname.endswith(".") and not qname.endswith("\\."):
+                qname = qname[:-1]
         following = _Following(self, qname, qtype, done, deadline)
-        self.client.ask(qname, TYPES[qtype], following.replied, deadline, quick)
+        self.client.ask(qname, TYPES[qtype], following.replied, deadline, quick, question)
 
     async def close(self) -> None:
         await self.client.close()

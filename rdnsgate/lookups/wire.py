@@ -40,8 +40,9 @@ _MAX_POINTERS = 64
 _SAFE_LABEL = re.compile(rb"[A-Za-z0-9_-]+\Z")
 _SAFE_NAME = re.compile(rb"[A-Za-z0-9_.-]*\Z")
 _UNCHANGED = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63}){0,126}\Z")
-_PLAIN_NAME = re.compile(rb"(?:[^.\\]{1,63}\.){0,126}[^.\\]{1,63}\Z")
 _LENGTH = [bytes([n]) for n in range(64)]
+_OCTET_LABELS = [_LENGTH[len(str(n))] + str(n).encode("ascii") for n in range(256)]  # the labels of in-addr.arpa
+_IN_ADDR_ARPA_PTR = b"\x07in-addr\x04arpa\x00\x00\x0c\x00\x01"  # the name's end, type PTR, class IN
 
 
 class WireError(ValueError):
@@ -146,8 +147,9 @@ def encode_name(name: str) -> bytes:
         name = name[:-1]
     if name.isascii():
         raw = name.encode("ascii")
-        if len(raw) <= 253 and _PLAIN_NAME.match(raw):  # no escapes, labels of 1-63 bytes
-            return b"".join([_LENGTH[len(label)] + label for label in raw.split(b".")]) + b"\x00"
+        labels = raw.split(b".")
+        if len(raw) <= 253 and b"\\" not in raw and min(map(len, labels)) and max(map(len, labels)) <= 63:
+            return b"".join([_LENGTH[len(label)] + label for label in labels]) + b"\x00"  # no escapes, 1-63 bytes
     out = bytearray()
     try:
         for label in _split_labels(name):
@@ -212,6 +214,13 @@ def _read_name(msg: bytes, offset: int) -> tuple[str, int]:
 def encode_question(qname: str, qtype: int) -> bytes:
     """The question section for `qname`/`qtype` (class IN); raises WireError for a bad name."""
     return encode_name(qname) + _QTAIL.pack(qtype, CLASS_IN)
+
+
+def reverse_question_v4(packed: bytes) -> bytes:
+    """`encode_question` of the in-addr.arpa name of the IPv4 address `packed` (4 bytes), type PTR: four
+    labels from a table instead of the name's text encoded (a property test holds the two together)."""
+    a, b, c, d = packed
+    return _OCTET_LABELS[d] + _OCTET_LABELS[c] + _OCTET_LABELS[b] + _OCTET_LABELS[a] + _IN_ADDR_ARPA_PTR
 
 
 def encode_query(qid: int, question: bytes, udp_size: int = 1232) -> bytes:

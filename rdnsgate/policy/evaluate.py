@@ -24,7 +24,7 @@ from rdnsgate.lookups.authority import AuthorityLookups
 from rdnsgate.lookups.bulk import BulkResolver
 from rdnsgate.lookups.gather import host_lookups, lookup_all, mail_lookups
 from rdnsgate.lookups.lookup import Chase, Resolver
-from rdnsgate.lookups.wire import TYPES, decode_reply, only_record
+from rdnsgate.lookups.wire import TYPES, decode_reply, only_record, reverse_question_v4
 from rdnsgate.model import CheckResult, IPAddress, IprevReport, Lookup, Report
 
 HeloLookups = tuple[Lookup | None, Lookup | None, Lookup | None]
@@ -165,7 +165,9 @@ class _IprevChain:
 
     def start(self) -> None:
         quick = self._quick_ptr if self.confirmed is not None else None
-        self.bulk.resolver.lookup(reverse_pointer(self.ip), "PTR", self._got_ptr, self.deadline, quick)
+        ip = self.ip
+        question = reverse_question_v4(ip.packed) if ip.version == 4 else None
+        self.bulk.resolver.lookup(reverse_pointer(ip), "PTR", self._got_ptr, self.deadline, quick, question)
 
     def _quick_ptr(self, reply: bytes, answer_at: int) -> bool:
         """The PTR reply is one host name: ask its forward record, offering that reply to `_quick_forward`."""

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from rdnsgate.checks.names import reverse_pointer
 from rdnsgate.lookups.wire import (
     SOA,
     TYPES,
@@ -26,6 +27,7 @@ from rdnsgate.lookups.wire import (
     encode_question,
     only_record,
     question_key,
+    reverse_question_v4,
 )
 
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
@@ -101,6 +103,38 @@ def test_a_name_decodes_unchanged_only_when_it_does(name: str) -> None:
     if decodes_unchanged(name):
         assert decode_reply(reply).qname == name
         assert decode_reply(reply, name) == decode_reply(reply)
+
+
+@given(st.lists(st.text("ab9-", min_size=0, max_size=70), min_size=1, max_size=6).map(".".join))
+@example("a" * 63 + ".b")
+@example("a" * 64 + ".b")
+@example(".".join(["a" * 63] * 4))  # 255 bytes in wire form: one too many
+@example("a..b")
+@example(".a")
+def test_a_plain_name_is_encoded_as_dnspython_encodes_it(name: str) -> None:
+    """Labels of letters, digits and hyphens (the fast path of `encode_name`): dnspython's wire form, or a
+    WireError for an empty or over-long label or name (trailing dot optional)."""
+    try:
+        expected = dns.name.from_text(name).to_wire()
+    except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong):
+        with pytest.raises(WireError):
+            encode_name(name)
+        return
+    assert encode_name(name) == expected
+
+
+@given(st.ip_addresses(v=4))
+@example(ipaddress.IPv4Address("0.0.0.0"))
+@example(ipaddress.IPv4Address("255.255.255.255"))
+@example(ipaddress.IPv4Address("10.100.9.199"))
+def test_the_reverse_question_from_the_table_is_the_encoded_reverse_name(ip: ipaddress.IPv4Address) -> None:
+    """The audit's PTR question made from the address (`reverse_question_v4`) is the general encoder's, of
+    a name that `decodes_unchanged` (so a reply's question need not be read back), as dnspython makes it."""
+    name = reverse_pointer(ip)
+    assert reverse_question_v4(ip.packed) == encode_question(name, TYPES["PTR"])
+    assert decodes_unchanged(name)
+    query = dns.message.make_query(dns.name.from_text(name), "PTR").to_wire()
+    assert reverse_question_v4(ip.packed) == query[12:]
 
 
 def test_odd_bytes_in_names_are_escaped() -> None:
