@@ -56,8 +56,15 @@ class ProtocolError(ValueError):
     """The peer broke the protocol: log a warning and disconnect (Exim's face: a ``defer`` answer)."""
 
 
-_LINE = re.compile(rb"[A-Za-z0-9_]+=[^\n]*\Z")
-_NAMES = re.compile(rb"[A-Za-z0-9_]+")
+_NAME = re.compile(rb"[A-Za-z0-9_]+")
+
+
+def _pair(line: bytes) -> tuple[str, str] | None:
+    """(name, value) of a ``name=value`` line whose name is ASCII letters, digits and ``_``; else None."""
+    name, equals, value = line.partition(b"=")
+    if not equals or _NAME.fullmatch(name) is None:
+        return None
+    return name.decode("ascii"), value.decode("utf-8", "replace")
 
 
 class RequestParser:
@@ -109,14 +116,12 @@ class _Lines(dict[bytes, tuple[str, str]]):
     KEPT = 4096  # lines of at most MAX_LINE bytes: a few MiB at most
 
     def __missing__(self, line: bytes) -> tuple[str, str]:
-        if len(line) > MAX_LINE:
-            raise _Malformed
-        name, equals, value = line.partition(b"=")
-        if not equals or _NAMES.fullmatch(name) is None:
+        pair = _pair(line) if len(line) <= MAX_LINE else None
+        if pair is None:
             raise _Malformed
         if len(self) >= self.KEPT:
             self.clear()
-        pair = self[line] = (name.decode("ascii"), value.decode("utf-8", "replace"))
+        self[line] = pair
         return pair
 
 
@@ -143,7 +148,7 @@ def _attributes(lines: list[bytes]) -> dict[str, str]:
         pass
     if max(map(len, lines)) > MAX_LINE:
         raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-    bad = next((line for line in lines if _LINE.match(line) is None), b"")
+    bad = next((line for line in lines if _pair(line) is None), b"")
     raise ProtocolError(f"malformed line {bad[:60]!r}")
 
 

@@ -98,17 +98,23 @@ class Source:
         yield from _spans(self.networks)
         if self.file is None:
             return
-        batch: list[tuple[str, str | None]] = []
-        for item in _file_lines(self.file):
-            if isinstance(item, BadLine):
-                yield item
-                continue
-            batch.append((item.text, item.helo))
-            if len(batch) >= BATCH:
-                yield batch
-                batch = []
-        if batch:
+        for item in in_batches(_file_lines(self.file)):
+            yield item if isinstance(item, BadLine) else [(target.text, target.helo) for target in item]
+
+
+def in_batches(items: Iterable[Target | BadLine]) -> Iterator[list[Target] | BadLine]:
+    """`items` in lists of at most `BATCH` targets; a bad line is handed on as it comes."""
+    batch: list[Target] = []
+    for item in items:
+        if isinstance(item, BadLine):
+            yield item
+            continue
+        batch.append(item)
+        if len(batch) >= BATCH:
             yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -459,21 +465,17 @@ async def run_audit(
 ) -> Summary:
     """Audit in this process: one event loop, `concurrency` addresses at once."""
     summary = Summary()
-    items = source.items
+    batches_of_targets = in_batches(source.items)
     progress = _progress(err, show_progress)
     task = progress.add_task("audit", total=source.total)
     out.write(header(fmt))
 
     async def next_batch() -> list[Target] | None:
-        batch: list[Target] = []
-        for item in items:
-            if isinstance(item, BadLine):
-                _report_bad(err, summary, item)
-                continue
-            batch.append(item)
-            if len(batch) >= BATCH:
-                break
-        return batch or None
+        for item in batches_of_targets:
+            if not isinstance(item, BadLine):
+                return item
+            _report_bad(err, summary, item)
+        return None
 
     def write(text: str, counts: Counter[Key]) -> None:
         out.write(text)
