@@ -135,12 +135,11 @@ def _spans(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Ite
 
 
 def span_targets(span: Span) -> list[Target]:
-    if span.version == 4:
-        targets = []
-        for number in range(span.first, span.first + span.size):
-            ip = ipaddress.IPv4Address(number)
-            targets.append(Target(ip, None, str(ip)))
-        return targets
+    if span.version == 4:  # the text from the number: half the time of str(ip) (a property test holds it)
+        return [
+            Target(ipaddress.IPv4Address(n), None, f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}")
+            for n in range(span.first, span.first + span.size)
+        ]
     ips = [parse_ip(str(ipaddress.IPv6Address(number))) for number in range(span.first, span.first + span.size)]
     return [Target(ip, None, str(ip)) for ip in ips]  # an IPv4-mapped address is audited as IPv4
 
