@@ -42,7 +42,7 @@ _SAFE_NAME = re.compile(rb"[A-Za-z0-9_.-]*\Z")
 _UNCHANGED = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63}){0,126}\Z")
 _LENGTH = [bytes([n]) for n in range(64)]
 _OCTET_LABELS = [_LENGTH[len(str(n))] + str(n).encode("ascii") for n in range(256)]  # the labels of in-addr.arpa
-_IN_ADDR_ARPA_PTR = b"\x07in-addr\x04arpa\x00\x00\x0c\x00\x01"  # the name's end, type PTR, class IN
+_IN_ADDR_ARPA_PTR = b"\x07in-addr\x04arpa\x00" + _QTAIL.pack(TYPES["PTR"], CLASS_IN)  # the name's end, the tail
 
 
 class WireError(ValueError):
