@@ -32,13 +32,14 @@ from rdnsgate.checks.names import parse_ip
 from rdnsgate.config import Settings
 from rdnsgate.frontends.exim_socket import EximService, serve_exim
 from rdnsgate.frontends.listen import listen_protocol
-from rdnsgate.model import DecisionRecord, IPAddress, WhitelistEntry
+from rdnsgate.model import DecisionRecord, IPAddress, Report, WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decide import Decision
-from rdnsgate.policy.decision_log import DecisionLog
+from rdnsgate.policy.decision_log import DecisionLog, make_record
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
-from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder
+from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder, shares_fresh
+from rdnsgate.policy.whitelist import match
 from rdnsgate.runtime import Commit, Deadline, Runtime
 
 if TYPE_CHECKING:
@@ -156,13 +157,31 @@ def reply(action: str) -> bytes:
     return f"action={action}\n\n".encode("utf-8", "replace")
 
 
-@dataclass
-class Instance:
-    """One Postfix session (``instance``): its policy session, and the message that got its header."""
+@dataclass(slots=True)
+class Shared:
+    """A Postfix session answered so far from a recent report shared with earlier ones, without a `Session`:
+    what one would hold (`PolicyService._shared_answer`; `Session.adopt` makes the Session from it)."""
 
-    session: Session
+    policy: Policy  # the service's, when the session began (a reload does not change a session half-way)
+    engine: Engine
+    ip: IPAddress
+    text: str  # str(ip)
+    helo: str
+    sender: str  # the reverse path as the session gives it: ``<sender>``
+    report: Report
+    decided: tuple[int, Decision] | None = None  # (id of the whitelist, the decision made on it)
+    recorded: bool = False  # the accepted message's record is written
+
+
+@dataclass(slots=True)
+class Instance:
+    """One Postfix session (``instance``): its policy session, or what stands for one while the session
+    shares a recent report (`shared`), and the message that got its header."""
+
+    session: Session | None
     client: str
     tagged: str | None = None  # the sender of the message that was tagged
+    shared: Shared | None = None
 
 
 class PolicyService:
@@ -227,13 +246,16 @@ class PolicyService:
             )
         )
 
-    def _instance(self, request: dict[str, str]) -> Instance:
+    def _instance(self, request: dict[str, str]) -> tuple[Instance, Session]:
         name = request.get("instance", "")
         client = request.get("client_address", "")
         found = self.instances.get(name)
         if found is not None and found.client == client:
             self.instances.move_to_end(name)
-            return found
+            if found.session is None:
+                found.session = self._session_of(name, found.shared)
+                found.shared = None
+            return found, found.session
         known = self._clients.get(client)
         if known is None:
             try:
@@ -243,15 +265,89 @@ class PolicyService:
             if len(self._clients) >= self.max_instances:
                 self._clients.clear()
             known = self._clients[client] = (ip, str(ip))
-        if found is not None:
+        if found is not None and found.session is not None:
             found.session.close()
         session = Session(self.policy, self.engine, self.holder, self.decisions, id=name, recent=self.recent)
         session.begin(known[0], look_up=False, text=known[1])  # a recent report may make the lookup needless
-        found = self.instances[name] = Instance(session, client)
+        self._keep(name, found := Instance(session, client))
+        return found, session
+
+    def _keep(self, name: str, instance: Instance) -> None:
+        self.instances[name] = instance
         while len(self.instances) > self.max_instances:
             _name, old = self.instances.popitem(last=False)
-            old.session.close()
-        return found
+            if old.session is not None:
+                old.session.close()
+
+    def _session_of(self, name: str, shared: Shared | None) -> Session:
+        """The Session a Postfix session answered from a shared report would have been all along."""
+        assert shared is not None
+        session = Session(shared.policy, shared.engine, self.holder, self.decisions, id=name, recent=self.recent)
+        session.begin(shared.ip, look_up=False, text=shared.text)
+        session.adopt(shared.report, shared.helo, shared.sender, recorded=shared.recorded, decided=shared.decided)
+        return session
+
+    def _shared_answer(
+        self, request: dict[str, str], state: str
+    ) -> tuple[Decision, bool, tuple[str, str] | None] | None:
+        """`judge`'s answer, made without a Session, for the common request: a new Postfix session of a client
+        seen lately with the same HELO and sender (their report shared, `shares_fresh`), or a later request of
+        such a session naming them again, that is not refused.  None for any other (`judge` answers it).
+
+        It decides, records and tags as `Session` would (the property test of the two holds them together);
+        the first request that needs more makes the Session (`_session_of`).
+        """
+        helo = request.get("helo_name") or None
+        sender = request.get("sender")
+        if helo is None or sender is None:
+            return None
+        sender = f"<{sender}>"
+        name = request.get("instance", "")
+        client = request.get("client_address", "")
+        found = self.instances.get(name)
+        if found is None:
+            known = self._clients.get(client)
+            if known is None:
+                return None
+            report = self.recent.get((known[1], helo, sender))
+            if report is None or not shares_fresh(report, helo):
+                return None
+            shared = Shared(self.policy, self.engine, known[0], known[1], helo, sender, report)
+        else:
+            if found.shared is None or found.client != client:
+                return None
+            shared = found.shared
+            if shared.helo != helo or shared.sender != sender:
+                return None
+        whitelist = self.holder.whitelist
+        decided = shared.decided
+        if decided is None or decided[0] != id(whitelist):
+            entry = match(whitelist, shared.report.ip, shared.report.sender_domain, datetime.now(UTC))
+            decided = (id(whitelist), shared.policy.decide(shared.report, entry))
+        decision = decided[1]
+        if decision.refused:
+            return None
+        shared.decided = decided
+        if found is None:
+            self._keep(name, found := Instance(None, client, shared=shared))
+        else:
+            self.instances.move_to_end(name)
+        if state in ("RCPT", "DATA", "END-OF-MESSAGE"):
+            if not shared.recorded:
+                shared.recorded = True
+                self.decisions.record(
+                    make_record(
+                        shared.report,
+                        decision,
+                        session=name,
+                        recipients=[request["recipient"]] if request.get("recipient") else [],
+                        node=shared.policy.node,
+                    )
+                )
+            if decision.action is Action.TAG and found.tagged != sender:
+                found.tagged = sender
+                return decision, False, decision.headers[0]
+        return decision, False, None
 
     async def judge(self, request: dict[str, str]) -> tuple[Decision | None, bool, tuple[str, str] | None]:
         """One request's decision, whether its refusal is due now, and the header to add now (if any).
@@ -267,8 +363,10 @@ class PolicyService:
             if state in ("RCPT", "DATA", "END-OF-MESSAGE"):
                 self._skipped_once(request, why)
             return None, False, None
-        instance = self._instance(request)
-        session = instance.session
+        fast = self._shared_answer(request, state)
+        if fast is not None:
+            return fast
+        instance, session = self._instance(request)
         sender = f"<{request['sender']}>" if "sender" in request else None
         await session.evaluate(request.get("helo_name") or None, sender)
         report, decision, refuse = await session.answer(STAGE_OF_STATE.get(state, Stage.RCPT))

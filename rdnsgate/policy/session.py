@@ -196,6 +196,18 @@ class Policy:
         return lambda outcome: signer.sign(ip, outcome.check.value, at)
 
 
+def shares_fresh(known: Report, helo: str) -> bool:
+    """Whether a new session whose first request names `helo` and a sender takes `known`, the recent report of
+    its client, `helo` and that sender (`RecentReports`), as its own: what `evaluate` and `_same_as` find for a
+    session with nothing before, without making one.
+
+    The client and the sender fields always agree (they are the key's, and a report is kept under the reverse
+    path it was made from); the HELO name may not, when an earlier, worse HELO stood in the session that made
+    it.  A property test holds the policy service's answers with and without this shortcut together.
+    """
+    return known.helo_name == helo
+
+
 def due(decision: Decision, stage: Stage) -> bool:
     """True when `decision` refuses and its refusal belongs at `stage` or before."""
     return decision.refused and decision.stage is not None and STAGE_RANK[decision.stage] <= STAGE_RANK[stage]
@@ -383,14 +395,7 @@ class Session:
         key = (self._ip_text, helo or "", sender or "")
         known = self.recent.get(key) if self.recent is not None else None
         if known is not None:
-            self.close()
-            self._iprev = known.iprev
-            if helo is not None:
-                self._set_helo(helo, known.helo, known.helo_align)
-            if sender is not None:
-                self._set_sender(sender, parse_reverse_path(sender), known.sender)
-            if self._same_as(known):  # a new session of a known client: its report, and its decisions, are shared
-                self._shared = (self._version, known)
+            self.adopt(known, helo, sender)
             return
         helo_results: tuple[CheckResult, CheckResult] | None = None
         sender_result: CheckResult | None = None
@@ -414,6 +419,33 @@ class Session:
             self._set_sender(sender, form, sender_result)
         if self.recent is not None:
             self.recent.put(key, await self.report())
+
+    def adopt(
+        self,
+        known: Report,
+        helo: str | None,
+        sender: str | None,
+        *,
+        recorded: bool = False,
+        decided: tuple[int, Decision] | None = None,
+    ) -> None:
+        """Take `known`, a recent report of this client with `helo` and `sender`, as this session's results.
+
+        `evaluate` does when it finds one; the policy service does for a Postfix session it answered
+        without a Session so far (`shares_fresh`), passing on whether its accepted message was `recorded`
+        and the decision made (whitelist id, decision), as this session would hold them.
+        """
+        self.close()
+        self._iprev = known.iprev
+        if helo is not None:
+            self._set_helo(helo, known.helo, known.helo_align)
+        if sender is not None:
+            self._set_sender(sender, parse_reverse_path(sender), known.sender)
+        if self._same_as(known):  # a new session of a known client: its report, and its decisions, are shared
+            self._shared = (self._version, known)
+        self._accepted_recorded = self._accepted_recorded or recorded
+        if decided is not None and self._shared is not None and self._shared[0] == self._version:
+            self._cached = (self._version, decided[0], known, decided[1])
 
     # -- decisions ----------------------------------------------------------------------------------
     def _ip(self) -> IPAddress:
