@@ -35,7 +35,7 @@ from rdnsgate.frontends.listen import listen_protocol
 from rdnsgate.model import DecisionRecord, IPAddress, Report, WhitelistEntry
 from rdnsgate.monitor.metrics import METRICS
 from rdnsgate.policy.decide import Decision
-from rdnsgate.policy.decision_log import DecisionLog, make_record
+from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
 from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder, shares_fresh
@@ -335,14 +335,12 @@ class PolicyService:
         if state in ("RCPT", "DATA", "END-OF-MESSAGE"):
             if not shared.recorded:
                 shared.recorded = True
-                self.decisions.record(
-                    make_record(
-                        shared.report,
-                        decision,
-                        session=name,
-                        recipients=[request["recipient"]] if request.get("recipient") else [],
-                        node=shared.policy.node,
-                    )
+                self.decisions.record_decision(
+                    shared.report,
+                    decision,
+                    session=name,
+                    recipients=[request["recipient"]] if request.get("recipient") else [],
+                    node=shared.policy.node,
                 )
             if decision.action is Action.TAG and found.tagged != sender:
                 found.tagged = sender

@@ -43,7 +43,9 @@ class DecisionSink(Protocol):
 class _Shared:
     """What every record of one (report, decision) has in common, made once."""
 
-    __slots__ = ("action", "checks", "client_ip", "helo", "profile", "ptr", "reply", "sender", "stage", "whitelisted")
+    __slots__ = (
+        "action", "checks", "client_ip", "helo", "parts", "profile", "ptr", "reply", "sender", "stage", "whitelisted",
+    )  # fmt: skip
 
     def __init__(self, report: Report, decision: Decision) -> None:
         reply = decision.reply
@@ -57,10 +59,23 @@ class _Shared:
         self.reply = str(reply) if reply else None
         self.checks = checks_of(report)
         self.whitelisted = decision.whitelisted
+        self.parts: _Parts | None = None  # its log line's (`_parts_of`), made with its first record
 
 
 _KEPT = 4096  # the memos below hold at most this many entries, then start again
 _shared: dict[tuple[int, int], tuple[Report, Decision, _Shared]] = {}
+
+
+def _shared_of(report: Report, decision: Decision) -> _Shared:
+    key = (id(report), id(decision))
+    known = _shared.get(key)
+    if known is not None and known[0] is report and known[1] is decision:
+        return known[2]
+    shared = _Shared(report, decision)
+    if len(_shared) >= _KEPT:
+        _shared.clear()
+    _shared[key] = (report, decision, shared)
+    return shared
 
 
 def make_record(
@@ -72,30 +87,25 @@ def make_record(
     node: str = "",
     at: datetime | None = None,
 ) -> DecisionRecord:
-    key = (id(report), id(decision))
-    known = _shared.get(key)
-    if known is not None and known[0] is report and known[1] is decision:
-        shared = known[2]
-    else:
-        shared = _Shared(report, decision)
-        if len(_shared) >= _KEPT:
-            _shared.clear()
-        _shared[key] = (report, decision, shared)
+    return _record(_shared_of(report, decision), session, recipients, node, at)
+
+
+def _record(shared: _Shared, session: str, recipients: Sequence[str], node: str, at: datetime | None) -> DecisionRecord:
     return DecisionRecord(
-        at=at or datetime.now(UTC),
-        session=session,
-        client_ip=shared.client_ip,
-        ptr=shared.ptr,
-        helo=shared.helo,
-        sender=shared.sender,
-        recipients=tuple(printable(item, 320) for item in recipients),
-        profile=shared.profile,
-        action=shared.action,
-        stage=shared.stage,
-        reply=shared.reply,
-        checks=shared.checks,
-        whitelisted=shared.whitelisted,
-        node=node,
+        at or datetime.now(UTC),
+        session,
+        shared.client_ip,
+        shared.ptr,
+        shared.helo,
+        shared.sender,
+        tuple([printable(item, 320) for item in recipients]),
+        shared.profile,
+        shared.action,
+        shared.stage,
+        shared.reply,
+        shared.checks,
+        shared.whitelisted,
+        node,
     )
 
 
@@ -149,12 +159,13 @@ def log_line_general(record: DecisionRecord) -> str:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
-# The parts of a line that the records of one report and decision share: (head, tail, count keys), by the
-# record's fields with `checks` by identity (the dict is shared and never changed; it is kept to be compared).
+_Parts = tuple[str, str, tuple[tuple[str, str, str], ...]]  # (head, tail, the (check, result, action) counts)
+# The parts of a line that the records of one report and decision share, by the record's fields with `checks`
+# by identity (the dict is shared and never changed; it is kept to be compared).
 _parts: dict[tuple[Any, ...], tuple[dict[str, dict[str, str]], str, str, tuple[tuple[str, str, str], ...]]] = {}
 
 
-def _parts_of(record: DecisionRecord) -> tuple[str, str, tuple[tuple[str, str, str], ...]]:
+def _parts_of(record: DecisionRecord) -> _Parts:
     checks = record.checks
     key = (
         record.client_ip, record.ptr, record.helo, record.sender, record.profile,
@@ -183,11 +194,14 @@ def _parts_of(record: DecisionRecord) -> tuple[str, str, tuple[tuple[str, str, s
 
 def _line(record: DecisionRecord) -> tuple[str, tuple[tuple[str, str, str], ...]]:
     """The log line, from parts made once per report, and the (check, result, action) counts it adds to."""
-    head, tail, counted = _parts_of(record)
+    parts = _parts_of(record)
+    return _joined(record, parts), parts[2]
+
+
+def _joined(record: DecisionRecord, parts: _Parts) -> str:
     quoted = logs.json_string
     recipients = ",".join(map(quoted, record.recipients))
-    line = f'{{"event":"decision","session":{quoted(record.session)},{head},"recipients":[{recipients}],{tail}'
-    return line, counted
+    return f'{{"event":"decision","session":{quoted(record.session)},{parts[0]},"recipients":[{recipients}],{parts[1]}'
 
 
 def log_line(record: DecisionRecord) -> str:
@@ -227,7 +241,21 @@ class DecisionLog:
         return self.queue.qsize() + len(self.held)
 
     def record(self, record: DecisionRecord) -> None:
-        line, counted = _line(record)
+        self._keep(record, *_line(record))
+
+    def record_decision(
+        self, report: Report, decision: Decision, *, session: str, recipients: Sequence[str] = (), node: str = ""
+    ) -> None:
+        """``record(make_record(report, decision, ...))``, the line's shared parts found without a lookup once
+        the first record of `report` and `decision` made them."""
+        shared = _shared_of(report, decision)
+        record = _record(shared, session, recipients, node, None)
+        parts = shared.parts
+        if parts is None:
+            parts = shared.parts = _parts_of(record)
+        self._keep(record, _joined(record, parts), parts[2])
+
+    def _keep(self, record: DecisionRecord, line: str, counted: tuple[tuple[str, str, str], ...]) -> None:
         logs.info(log, line)
         counts = self.counts
         for key in counted:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from rdnsgate.frontends.policy_server import PolicyService
 from rdnsgate.model import DecisionRecord, WhitelistEntry
 from rdnsgate.policy.decide import Decision
+from rdnsgate.policy.decision_log import DecisionLog, log_line
 from rdnsgate.policy.profiles import get_profile
 from rdnsgate.policy.session import Policy
 from tests.unit.test_session import TableEngine
@@ -31,12 +32,18 @@ STATES = ("HELO", "MAIL", "RCPT", "RCPT", "RCPT", "DATA", "END-OF-MESSAGE", "CON
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-class Records:
-    def __init__(self) -> None:
-        self.records: list[DecisionRecord] = []
+class Records(DecisionLog):
+    """The decision log without a store, keeping each record (its time set aside) and its log line."""
 
-    def record(self, record: DecisionRecord) -> None:
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.records: list[DecisionRecord] = []
+        self.lines: list[str] = []
+
+    def _keep(self, record: DecisionRecord, line: str, counted: tuple[tuple[str, str, str], ...]) -> None:
         self.records.append(dataclasses.replace(record, at=AT))
+        self.lines.append(line)
+        super()._keep(record, line, counted)
 
 
 class General(PolicyService):
@@ -51,7 +58,7 @@ def service(kind: type[PolicyService], profile: str, max_instances: int) -> tupl
     made = kind(
         TableEngine(),  # type: ignore[arg-type]
         Policy(get_profile(profile), authserv_id="mx", node="mx1"),
-        records,  # type: ignore[arg-type]
+        records,
         max_instances=max_instances,
     )
     return made, records
@@ -109,6 +116,8 @@ async def both(profile: str, max_instances: int, steps: list[dict[str, str] | st
         assert (shown(ours[0]), *ours[1:]) == (shown(theirs[0]), *theirs[1:]), step
         assert await fast.answer(step) == await general.answer(step), step
         assert fast_records.records == general_records.records, step
+        assert fast_records.lines == general_records.lines and fast_records.counts == general_records.counts
+    assert fast_records.lines == [log_line(record) for record in general_records.records]
     assert list(fast.instances) == list(general.instances)  # the same sessions kept, in the same order
 
 
