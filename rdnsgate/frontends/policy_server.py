@@ -39,7 +39,6 @@ from rdnsgate.policy.decision_log import DecisionLog
 from rdnsgate.policy.evaluate import Engine
 from rdnsgate.policy.profiles import Action, Stage
 from rdnsgate.policy.session import Policy, RecentReports, Session, WhitelistHolder, shares_fresh
-from rdnsgate.policy.whitelist import match
 from rdnsgate.runtime import Commit, Deadline, Runtime
 
 if TYPE_CHECKING:
@@ -183,6 +182,13 @@ class Instance:
     tagged: str | None = None  # the sender of the message that was tagged
     shared: Shared | None = None
 
+    def header_once(self, decision: Decision, sender: str | None) -> tuple[str, str] | None:
+        """The header `decision` adds (monitor), once per message: the first time for this `sender`."""
+        if decision.action is not Action.TAG or self.tagged == sender:
+            return None
+        self.tagged = sender
+        return decision.headers[0]
+
 
 class PolicyService:
     def __init__(
@@ -322,8 +328,7 @@ class PolicyService:
         whitelist = self.holder.whitelist
         decided = shared.decided
         if decided is None or decided[0] != id(whitelist):
-            entry = match(whitelist, shared.report.ip, shared.report.sender_domain, datetime.now(UTC))
-            decided = (id(whitelist), shared.policy.decide(shared.report, entry))
+            decided = (id(whitelist), shared.policy.decide_listed(shared.report, whitelist))
         decision = decided[1]
         if decision.refused:
             return None
@@ -342,9 +347,7 @@ class PolicyService:
                     recipients=[request["recipient"]] if request.get("recipient") else [],
                     node=shared.policy.node,
                 )
-            if decision.action is Action.TAG and found.tagged != sender:
-                found.tagged = sender
-                return decision, False, decision.headers[0]
+            return decision, False, found.header_once(decision, sender)
         return decision, False, None
 
     async def judge(self, request: dict[str, str]) -> tuple[Decision | None, bool, tuple[str, str] | None]:
@@ -375,9 +378,7 @@ class PolicyService:
             return decision, True, None
         if state in ("RCPT", "DATA", "END-OF-MESSAGE"):
             session.record(report, decision, recipients)
-            if decision.action is Action.TAG and instance.tagged != session.sender_given:
-                instance.tagged = session.sender_given
-                return decision, False, decision.headers[0]
+            return decision, False, instance.header_once(decision, session.sender_given)
         return decision, False, None
 
     async def answer(self, request: dict[str, str]) -> str:

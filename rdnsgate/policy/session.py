@@ -141,6 +141,10 @@ class Policy:
         network = next((net for net in self.trusted if ip.version == net.version and ip in net), None)
         return None if network is None else f"trusted network {network}"
 
+    def decide_listed(self, report: Report, whitelist: Sequence[WhitelistEntry]) -> Decision:
+        """The decision on `report` with the entry of `whitelist` that covers it now, if any."""
+        return self.decide(report, match(whitelist, report.ip, report.sender_domain, datetime.now(UTC)))
+
     def decide(self, report: Report, whitelisted: WhitelistEntry | None) -> Decision:
         key = (id(report), id(whitelisted))
         known = self._decided.get(key)
@@ -495,8 +499,7 @@ class Session:
         if cached is not None and cached[0] == self._version and cached[1] == id(whitelist):
             return cached[2], cached[3]
         report = await self.report()
-        entry = match(whitelist, report.ip, report.sender_domain, datetime.now(UTC))
-        decision = self.policy.decide(report, entry)
+        decision = self.policy.decide_listed(report, whitelist)
         self._cached = (self._version, id(whitelist), report, decision)
         return report, decision
 
