@@ -247,8 +247,8 @@ def spread(values: list[float]) -> str:
 
 
 def servers_per_message(rates: list[float], shares: list[tuple[float, float]]) -> list[float]:
-    """CPU 0's busy time per message, round by round, in µs: what a side costs the servers' core."""
-    return [share[0] / rate * 1e6 for rate, share in zip(rates, shares, strict=True)]
+    """CPU 0's busy time per message, round by round, in seconds: what a side costs the servers' core."""
+    return [share[0] / rate for rate, share in zip(rates, shares, strict=True)]
 
 
 def table(
@@ -280,17 +280,17 @@ def table(
             "| Postfix 3.7 | msgs/s | CPU 0 (servers) busy | CPU 1 (load) busy | CPU 0 per message |",
             "|---|---:|---:|---:|---:|",
             f"| with its own `reject_unknown_*` checks | {spread(rates['builtin'])} | {cpus(busy['builtin'])} "
-            f"| {micros([value / 1e6 for value in core['builtin']])} |",
+            f"| {micros(core['builtin'])} |",
             "| with `check_policy_service` → rdnsgate (profile postfix), own checks off "
             f"| {spread(rates['rdnsgate'])} | {cpus(busy['rdnsgate'])} "
-            f"| {micros([value / 1e6 for value in core['rdnsgate']])} |",
+            f"| {micros(core['rdnsgate'])} |",
             "| with `check_policy_service` → a null server (`DUNNO` at once) "
-            f"| {spread(rates['null'])} | {cpus(busy['null'])} | {micros([value / 1e6 for value in core['null']])} |",
+            f"| {spread(rates['null'])} | {cpus(busy['null'])} | {micros(core['null'])} |",
             "",
             "CPU time of the policy server itself per message (user + system, all its threads, from /proc): "
             f"rdnsgate {micros(per_message['rdnsgate'])}, the null server {micros(per_message['null'])}. "
             f"rdnsgate's own CPU beyond the null server's is {own * 1e6:.0f} µs a message, "
-            f"{own * 1e6 / statistics.median(core['builtin']):.1%} of CPU 0's time per message with Postfix's "
+            f"{own / statistics.median(core['builtin']):.1%} of CPU 0's time per message with Postfix's "
             "own checks "
             "(the cost the service itself adds to the servers' core, without its effect on the others).",
             "",
