@@ -10,8 +10,14 @@ instances: one with the built-in checks, one with ``check_policy_service``
 Placement, so that runs can be compared: the servers (Postfix, knotd, the
 policy services) share CPU 0, the load (``smtp-source``) and the sink CPU 1.
 ``smtp-source -s 20 -l 1024`` (one connection per message) drives the three
-in rounds, the order rotating each round, after a warm-up; the median of the
-rounds counts, with the lowest and highest beside it.  Then a load process
+in rounds, the order rotating each round, after a warm-up.  A run lasts until
+the last message has left Postfix's queue (the script, on CPU 1, looks at the
+queue files every 5 ms), so every run counts all the work of its messages.
+The two runs of a round ran seconds apart, so their ratio is taken round by
+round; the mean of those ratios counts, with its 95% confidence interval
+and the median beside it.  Rounds go on (at least ``--runs``) until the
+interval of rdnsgate / own checks is ± 0.025 or narrower, so that the run
+tells 5%, or until ``--limit`` minutes have passed; the table says which.  Then a load process
 (on CPU 1) sends policy requests to the service (CPU 0) over 32 keep-alive
 connections and counts requests per second.  Results go to BENCHMARKS.md
 between the policy markers.
@@ -28,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,6 +132,7 @@ def inside(args: argparse.Namespace) -> None:
 
         uvloop.run(null_server(NULL))
         return
+    os.sched_setaffinity(0, {int(LOAD)})  # this script watches the queues from the load's CPU
     quiet = wait_until_quiet(args.wait)
     with in_memory("rdnsgate-bench-policy-") as work:
         knot = KnotServer(work / "knot", zones(), address="127.0.0.1", port=53).start()
@@ -169,25 +177,21 @@ def inside(args: argparse.Namespace) -> None:
                 instance.start(cpus=SERVERS)
                 wait_port("127.0.0.1", port)
                 smtp_source(port, 300, cpus=LOAD)  # warm-up: caches, processes, connections
-            rates: dict[str, list[float]] = {name: [] for name in sides}
-            busy: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+            rounds: dict[str, list[Round]] = {name: [] for name in sides}
             servers = {"rdnsgate": service.pid, "null": null.pid}  # their CPU time per message
-            per_message: dict[str, list[float]] = {name: [] for name in servers}
             order = list(sides)
             for instance, _port in sides.values():
-                instance.wait_delivered()
-            for _ in range(args.runs):
+                instance.wait_emptied()
+            deadline = time.monotonic() + args.limit * 60
+            while True:
                 for name in order:
-                    before, used = cpu_times(), {side: process_cpu(pid) for side, pid in servers.items()}
-                    rates[name].append(smtp_source(sides[name][1], args.messages, cpus=LOAD))
-                    after = cpu_times()
-                    if name in servers:
-                        per_message[name].append((process_cpu(servers[name]) - used[name]) / args.messages)
-                    busy[name].append((busy_share(before, after, SERVERS), busy_share(before, after, LOAD)))
-                    # smtp-source counts a message once it is queued: let it be delivered before the next run,
-                    # or that delivery competes with the next run (the swing of earlier versions of this benchmark)
-                    sides[name][0].wait_delivered()
+                    rounds[name].append(one_round(*sides[name], args.messages, servers.get(name)))
                 order = order[1:] + order[:1]  # no side always first (or always after the same one)
+                mean, half = interval(paired(rounds, "rdnsgate", "builtin"))
+                done = len(rounds["builtin"])
+                print(f"round {done}: rdnsgate / own checks {mean:.3f}× ± {half:.3f}", flush=True)
+                if done >= args.runs and (half <= args.precision or time.monotonic() > deadline):
+                    break
             for instance, _port in sides.values():
                 if "reject:" in instance.log():
                     raise SystemExit(f"refusals during the benchmark in {instance.workdir}")
@@ -225,16 +229,61 @@ def inside(args: argparse.Namespace) -> None:
             sink.terminate()
             sink.wait(10)
             knot.stop()
-    section = table(rates, busy, per_message, requests, args, quiet)
+    section = table(rounds, requests, args, quiet)
     print(section)
-    print("every run, msgs/s:", {name: [round(rate) for rate in values] for name, values in rates.items()})
+    print("every run, msgs/s:", {name: [round(each.rate) for each in values] for name, values in rounds.items()})
     if not args.no_write:
         write_section(MARK, "Policy service: Postfix with and without rdnsgate", section)
 
 
-def cpus(shares: list[tuple[float, float]]) -> str:
-    """The median share of the time each CPU was busy during a side's runs, as two table cells."""
-    return " | ".join(f"{statistics.median(share[cpu] for share in shares):.0%}" for cpu in (0, 1))
+@dataclass(frozen=True)
+class Round:
+    """One side's run of `messages`: from smtp-source's start until the last message has left the queue."""
+
+    rate: float  # msgs/s end to end: received, queued and delivered to the sink
+    received: float  # msgs/s while smtp-source ran (until the last message was queued)
+    backlog: int  # messages still queued when smtp-source ended
+    busy: tuple[float, float]  # the share of the time CPU 0 and CPU 1 were busy
+    server: float | None  # the policy server's own CPU seconds per message (None: no policy server)
+
+    @property
+    def core(self) -> float:
+        """CPU 0's busy seconds per message: what a message costs the servers' core."""
+        return self.busy[0] / self.rate
+
+
+def one_round(instance: PostfixInstance, port: int, messages: int, server: int | None) -> Round:
+    """smtp-source's `messages` into `instance`, timed until its queue is empty again.
+
+    A message counts once delivered, not once queued: smtp-source ends with a third to half of its messages
+    still in the queue, and how many differs from round to round (the swing of the earlier figures)."""
+    before, used = cpu_times(), process_cpu(server) if server else 0.0
+    start = time.perf_counter()
+    received = smtp_source(port, messages, cpus=LOAD)
+    backlog = instance.queued()
+    instance.wait_emptied()
+    elapsed = time.perf_counter() - start
+    after = cpu_times()
+    return Round(
+        rate=messages / elapsed,
+        received=received,
+        backlog=backlog,
+        busy=(busy_share(before, after, SERVERS), busy_share(before, after, LOAD)),
+        server=(process_cpu(server) - used) / messages if server else None,
+    )
+
+
+T975: tuple[float, ...] = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14)
+T975 += (2.13, 2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04)  # df 1..30
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """The mean of `values` and the half-width of its 95% confidence interval (Student's t)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("inf")
+    df = len(values) - 1
+    return mean, (T975[df - 1] if df <= len(T975) else 1.96) * statistics.stdev(values) / len(values) ** 0.5
 
 
 def micros(values: list[float]) -> str:
@@ -246,59 +295,68 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
 
-def servers_per_message(rates: list[float], shares: list[tuple[float, float]]) -> list[float]:
-    """CPU 0's busy time per message, round by round, in seconds: what a side costs the servers' core."""
-    return [share[0] / rate for rate, share in zip(rates, shares, strict=True)]
+def paired(rounds: dict[str, list[Round]], ours: str, theirs: str) -> list[float]:
+    """The ratio of two sides' rates, round by round (each pair ran within one round, seconds apart)."""
+    return [o.rate / t.rate for o, t in zip(rounds[ours], rounds[theirs], strict=True)]
 
 
-def table(
-    rates: dict[str, list[float]],
-    busy: dict[str, list[tuple[float, float]]],
-    per_message: dict[str, list[float]],
-    requests: dict[int, float],
-    args: argparse.Namespace,
-    quiet: Quiet,
-) -> str:
-    ours_theirs = [o / t for o, t in zip(rates["rdnsgate"], rates["builtin"], strict=True)]
-    ours_null = [o / n for o, n in zip(rates["rdnsgate"], rates["null"], strict=True)]
-    null_theirs = [n / t for n, t in zip(rates["null"], rates["builtin"], strict=True)]
-    core = {name: servers_per_message(rates[name], busy[name]) for name in rates}
-    own = statistics.median(per_message["rdnsgate"]) - statistics.median(per_message["null"])
+def verdict(values: list[float]) -> str:
+    """A table row's cells: the mean ratio with its 95% interval, the median, every round."""
+    mean, half = interval(values)
+    return (
+        f"**{mean:.3f}×** ± {half:.3f} | {statistics.median(values):.2f}× "
+        f"| {', '.join(f'{value:.2f}' for value in values)}"
+    )
 
-    def ratios(values: list[float]) -> str:
-        return f"**{statistics.median(values):.2f}×** ({', '.join(f'{value:.2f}' for value in values)})"
 
+def table(rounds: dict[str, list[Round]], requests: dict[int, float], args: argparse.Namespace, quiet: Quiet) -> str:
+    def row(name: str, label: str) -> str:
+        these = rounds[name]
+        return (
+            f"| {label} | {spread([each.rate for each in these])} | {spread([each.received for each in these])} "
+            f"| {statistics.median(each.backlog for each in these):,.0f} "
+            f"| {statistics.median(each.busy[0] for each in these):.0%} "
+            f"| {statistics.median(each.busy[1] for each in these):.0%} | {micros([each.core for each in these])} |"
+        )
+
+    served = {name: [each.server for each in rounds[name] if each.server is not None] for name in ("rdnsgate", "null")}
+    own = statistics.median(served["rdnsgate"]) - statistics.median(served["null"])
+    halves = [interval(paired(rounds, *pair))[1] for pair in (("rdnsgate", "builtin"), ("rdnsgate", "null"))]
     return "\n".join(
         [
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores with `make bench-policy` "
             f"({quiet.words()}): "
             f"`smtp-source -s 20 -m {args.messages} -l 1024`, one connection per message, next hop `smtp-sink`; "
-            f"{args.runs} rounds of the three Postfix instances, the order rotating, after a warm-up. "
+            f"{len(rounds['builtin'])} rounds of the three Postfix instances, the order rotating, after a warm-up "
+            f"(at least {args.runs}, then until rdnsgate / own checks was known to ± {args.precision} "
+            f"or {args.limit:.0f} minutes had passed). "
+            "A run lasts from smtp-source's start until the last message has left Postfix's queue. "
             "Servers (Postfix, knotd, policy services) on CPU 0, load and sink on CPU 1. "
-            "Median (lowest–highest) msgs/s:",
+            "Median (lowest–highest) of the rounds:",
             "",
-            "| Postfix 3.7 | msgs/s | CPU 0 (servers) busy | CPU 1 (load) busy | CPU 0 per message |",
-            "|---|---:|---:|---:|---:|",
-            f"| with its own `reject_unknown_*` checks | {spread(rates['builtin'])} | {cpus(busy['builtin'])} "
-            f"| {micros(core['builtin'])} |",
-            "| with `check_policy_service` → rdnsgate (profile postfix), own checks off "
-            f"| {spread(rates['rdnsgate'])} | {cpus(busy['rdnsgate'])} "
-            f"| {micros(core['rdnsgate'])} |",
-            "| with `check_policy_service` → a null server (`DUNNO` at once) "
-            f"| {spread(rates['null'])} | {cpus(busy['null'])} | {micros(core['null'])} |",
+            "| Postfix 3.7 | msgs/s, end to end | msgs/s while smtp-source ran | still queued then "
+            "| CPU 0 (servers) busy | CPU 1 (load) busy | CPU 0 per message |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            row("builtin", "with its own `reject_unknown_*` checks"),
+            row("rdnsgate", "with `check_policy_service` → rdnsgate (profile postfix), own checks off"),
+            row("null", "with `check_policy_service` → a null server (`DUNNO` at once)"),
             "",
             "CPU time of the policy server itself per message (user + system, all its threads, from /proc): "
-            f"rdnsgate {micros(per_message['rdnsgate'])}, the null server {micros(per_message['null'])}. "
+            f"rdnsgate {micros(served['rdnsgate'])}, the null server {micros(served['null'])}. "
             f"rdnsgate's own CPU beyond the null server's is {own * 1e6:.0f} µs a message, "
-            f"{own / statistics.median(core['builtin']):.1%} of CPU 0's time per message with Postfix's "
-            "own checks "
-            "(the cost the service itself adds to the servers' core, without its effect on the others).",
+            f"{own / statistics.median(each.core for each in rounds['builtin']):.1%} of CPU 0's time per message "
+            "with Postfix's own checks (the cost the service itself adds to the servers' core, without its effect "
+            "on the others).",
             "",
-            "| ratio, round by round | median (each round) |",
-            "|---|---|",
-            f"| with rdnsgate / with its own checks | {ratios(ours_theirs)} |",
-            f"| with rdnsgate / with the null server | {ratios(ours_null)} |",
-            f"| with the null server / with its own checks | {ratios(null_theirs)} |",
+            "| msgs/s end to end, ratio of the two runs in each round | mean ± 95% interval | median | each round |",
+            "|---|---|---|---|",
+            f"| with rdnsgate / with its own checks | {verdict(paired(rounds, 'rdnsgate', 'builtin'))} |",
+            f"| with rdnsgate / with the null server | {verdict(paired(rounds, 'rdnsgate', 'null'))} |",
+            f"| with the null server / with its own checks | {verdict(paired(rounds, 'null', 'builtin'))} |",
+            "",
+            f"This run tells 5% against Postfix's own checks: {'yes' if halves[0] <= args.precision else 'no'} "
+            f"(its interval is ± {halves[0]:.3f}; telling 5% takes ± 0.025 at most); the interval against the "
+            f"null server is ± {halves[1]:.3f}.",
             "",
             "The policy service alone on CPU 0, 32 keep-alive connections with one request outstanding on each "
             f"(the load generator on CPU 1), {args.seconds:.0f} s each:",
@@ -314,8 +372,15 @@ def table(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=10, help="rounds at least (default 10)")
+    parser.add_argument(
+        "--precision",
+        type=float,
+        default=0.025,
+        help="go on until the 95%% interval of rdnsgate / own checks is this narrow (default ± 0.025: it tells 5%%)",
+    )
+    parser.add_argument("--limit", type=float, default=15.0, help="minutes of rounds at most (default 15)")
+    parser.add_argument("--messages", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--wait", type=float, default=600.0, help="seconds to wait for a quiet machine at most")
@@ -329,6 +394,7 @@ def main() -> None:
         return
     need_root("the benchmark makes a network namespace and starts Postfix")
     forwarded = ["--runs", str(args.runs), "--messages", str(args.messages), "--seconds", str(args.seconds)]
+    forwarded += ["--precision", str(args.precision), "--limit", str(args.limit)]
     forwarded += ["--wait", str(args.wait)]
     run_in_netns("rdnsgate-bench-policy", __file__, forwarded + (["--no-write"] if args.no_write else []))
 

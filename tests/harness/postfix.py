@@ -38,6 +38,9 @@ BASE = {
 }
 
 
+QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")  # where a message waits until it leaves
+
+
 class PostfixInstance:
     def __init__(self, workdir: Path, port: int, settings: Mapping[str, str]) -> None:
         self.workdir = workdir
@@ -97,6 +100,21 @@ class PostfixInstance:
             if time.monotonic() - start > timeout:
                 raise RuntimeError(f"{self.workdir}: queue not empty after {timeout:.0f} s:\n{listing.stdout[-500:]}")
             time.sleep(0.2)
+
+    def queued(self) -> int:
+        """Messages in its queue now (accepted, not yet delivered or bounced): its queue files, counted without
+        a Postfix command, so that it can be asked every few milliseconds."""
+        spool = self.workdir / "spool"
+        return sum(len(files) for queue in QUEUES for _path, _dirs, files in os.walk(spool / queue))
+
+    def wait_emptied(self, timeout: float = 300.0, every: float = 0.005) -> float:
+        """Wait until its queue is empty, looking every `every` seconds; the seconds waited."""
+        start = time.monotonic()
+        while self.queued():
+            if time.monotonic() - start > timeout:
+                raise RuntimeError(f"{self.workdir}: {self.queued()} messages still queued after {timeout:.0f} s")
+            time.sleep(every)
+        return time.monotonic() - start
 
     def stop(self) -> None:
         subprocess.run(["postfix", "-c", str(self.config), "stop"], capture_output=True)
