@@ -17,9 +17,9 @@ The two runs of a round ran seconds apart, so their ratio is taken round by
 round; the mean of those ratios counts, with its 95% confidence interval
 and the median beside it.  Rounds go on (at least ``--runs``) until the
 interval of rdnsgate / own checks is ± 0.025 or narrower, so that the run
-tells 5%, or until ``--limit`` minutes have passed; the table says which.  Then a load process
-(on CPU 1) sends policy requests to the service (CPU 0) over 32 keep-alive
-connections and counts requests per second.  Results go to BENCHMARKS.md
+tells 5%, or until ``--limit`` minutes have passed; the table says which.
+Then a load process (on CPU 1) sends policy requests to the service (CPU 0)
+over 32 keep-alive connections and counts requests per second.  Results go to BENCHMARKS.md
 between the policy markers.
 
     make bench-policy            # as root
@@ -255,8 +255,9 @@ class Round:
 def one_round(instance: PostfixInstance, port: int, messages: int, server: int | None) -> Round:
     """smtp-source's `messages` into `instance`, timed until its queue is empty again.
 
-    A message counts once delivered, not once queued: smtp-source ends with a third to half of its messages
-    still in the queue, and how many differs from round to round (the swing of the earlier figures)."""
+    A message counts once delivered, not once queued: smtp-source ends with part of its messages still in
+    the queue (a tenth to two thirds in the runs measured), and how many differs from round to round (part of
+    the swing of the earlier figures)."""
     before, used = cpu_times(), process_cpu(server) if server else 0.0
     start = time.perf_counter()
     received = smtp_source(port, messages, cpus=LOAD)
